@@ -1,0 +1,5 @@
+export { names, token, InvalidTokenError } from "./names.js";
+export type { Names, Subjects, StreamNames, ConsumerNames, BucketNames } from "./names.js";
+export { streamDefinitions } from "./streams.js";
+export type { StreamDefinition, StreamOptions } from "./streams.js";
+export * from "./messages.js";

@@ -1,0 +1,257 @@
+import { z } from "zod";
+
+/**
+ * Payloads that cross a service boundary. Each schema and its type share one name and every
+ * payload carries `version: "v1"`, so a consumer can refuse (and dead-letter) a payload it does
+ * not understand instead of misreading it.
+ */
+
+const v1 = z.literal("v1");
+const id = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/);
+const isoTime = z.iso.datetime({ offset: true });
+
+/** Where a message came from; the tuple is the message's identity everywhere (JetStream msg id, SQL unique key). */
+export const SourceKey = z.discriminatedUnion("protocol", [
+  z.object({
+    protocol: z.literal("imap"),
+    tenant: id,
+    mailbox: id,
+    folder: z.string(),
+    uidValidity: z.number().int().nonnegative(),
+    uid: z.number().int().positive(),
+  }),
+  z.object({
+    protocol: z.literal("pop3"),
+    tenant: id,
+    mailbox: id,
+    uidl: z.string().min(1).max(70),
+  }),
+]);
+export type SourceKey = z.infer<typeof SourceKey>;
+
+/** The stable message key: same message at the source → same key, always. */
+export function messageKey(key: SourceKey): string {
+  return key.protocol === "imap"
+    ? `${key.tenant}/${key.mailbox}/imap/${encodeURIComponent(key.folder)}/${key.uidValidity}/${key.uid}`
+    : `${key.tenant}/${key.mailbox}/pop3/${encodeURIComponent(key.uidl)}`;
+}
+
+/** A reference to bytes in a JetStream object store. */
+export const ObjectRef = z.object({
+  bucket: z.string(),
+  name: z.string(),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type ObjectRef = z.infer<typeof ObjectRef>;
+
+export const MailReceived = z.object({
+  version: v1,
+  messageKey: z.string(),
+  source: SourceKey,
+  raw: ObjectRef,
+  /** Server's INTERNALDATE (IMAP) or the fetch time (POP3). */
+  receivedAt: isoTime,
+  fetchedAt: isoTime,
+  /** false for "import history": archive, but do not offer to agents. */
+  offer: z.boolean(),
+  /** The message exceeded the mailbox's maximum size: archive raw, flag it. */
+  oversize: z.boolean().default(false),
+});
+export type MailReceived = z.infer<typeof MailReceived>;
+
+export const AutoFlags = z.object({
+  autoReply: z.boolean(),
+  bounce: z.boolean(),
+  loop: z.boolean(),
+});
+export type AutoFlags = z.infer<typeof AutoFlags>;
+
+export const MailArchived = z.object({
+  version: v1,
+  messageKey: z.string(),
+  tenant: id,
+  mailbox: id,
+  /** Row id in the messages table. */
+  messageId: z.string(),
+  conversationId: z.string(),
+  /** Folder under the archive root holding message.eml, meta.json and the parts. */
+  archivePath: z.string(),
+  size: z.number().int().nonnegative(),
+  sha256: z.string(),
+  /** RFC 5322 Message-ID as received, or a derived one when absent. */
+  rfcMessageId: z.string(),
+  subject: z.string(),
+  from: z.string(),
+  to: z.array(z.string()),
+  cc: z.array(z.string()),
+  flags: AutoFlags,
+  /** Set when the message could not be parsed; the raw .eml is archived all the same. */
+  parseError: z.string().nullable(),
+  offer: z.boolean(),
+  receivedAt: isoTime,
+  archivedAt: isoTime,
+  /** Copied from the received event so the poller can apply its after-import action. */
+  source: SourceKey,
+});
+export type MailArchived = z.infer<typeof MailArchived>;
+
+export const SessionOffered = z.object({
+  version: v1,
+  sessionId: z.string(),
+  tenant: id,
+  mailbox: id,
+  messageKey: z.string(),
+  queue: z.string(),
+  acd: z.enum(["builtin", "softdial", "webhook"]),
+  offeredAt: isoTime,
+  /** Human-readable warnings shown with the session (e.g. the message could not be parsed). */
+  warnings: z.array(z.string()),
+});
+export type SessionOffered = z.infer<typeof SessionOffered>;
+
+export const SessionAssigned = z.object({
+  version: v1,
+  sessionId: z.string(),
+  tenant: id,
+  mailbox: id,
+  queue: z.string(),
+  agent: z.string(),
+  assignedAt: isoTime,
+});
+export type SessionAssigned = z.infer<typeof SessionAssigned>;
+
+export const SessionCompleted = z.object({
+  version: v1,
+  sessionId: z.string(),
+  tenant: id,
+  mailbox: id,
+  agent: z.string().nullable(),
+  outcome: z.string(),
+  completedAt: isoTime,
+});
+export type SessionCompleted = z.infer<typeof SessionCompleted>;
+
+const Address = z.string().min(3).max(320);
+
+export const SendRequested = z.object({
+  version: v1,
+  /** Stable id of this command; the outgoing Message-ID is derived from it. */
+  commandId: z.string().min(8).max(128),
+  tenant: id,
+  mailbox: id,
+  kind: z.enum(["reply", "reply-all", "forward", "new", "alert"]),
+  /** messageKey of the email being answered or forwarded. */
+  original: z.string().optional(),
+  sessionId: z.string().optional(),
+  agent: z.string().optional(),
+  to: z.array(Address),
+  cc: z.array(Address).default([]),
+  bcc: z.array(Address).default([]),
+  subject: z.string().max(998).optional(),
+  text: z.string(),
+  html: z.string().optional(),
+  forwardAs: z.enum(["attachment", "inline"]).optional(),
+  requestedAt: isoTime,
+});
+export type SendRequested = z.infer<typeof SendRequested>;
+
+export const MailSent = z.object({
+  version: v1,
+  commandId: z.string(),
+  tenant: id,
+  mailbox: id,
+  rfcMessageId: z.string(),
+  inReplyTo: z.string().nullable(),
+  references: z.array(z.string()),
+  /** The final raw message as sent, for the archive. */
+  raw: ObjectRef,
+  envelope: z.object({ from: z.string(), to: z.array(z.string()) }),
+  serverResponse: z.string(),
+  sessionId: z.string().optional(),
+  sentAt: isoTime,
+});
+export type MailSent = z.infer<typeof MailSent>;
+
+export const SendFailed = z.object({
+  version: v1,
+  commandId: z.string(),
+  tenant: id,
+  mailbox: id,
+  permanent: z.boolean(),
+  reason: z.string(),
+  serverResponse: z.string().nullable(),
+  responseCode: z.number().int().nullable(),
+  failedAt: isoTime,
+});
+export type SendFailed = z.infer<typeof SendFailed>;
+
+export const DiskAlert = z.object({
+  version: v1,
+  tenant: id,
+  mailbox: id,
+  level: z.enum(["warning", "critical", "cleared", "reminder"]),
+  archivePath: z.string(),
+  usedBytes: z.number().nonnegative(),
+  quotaBytes: z.number().nonnegative(),
+  filesystemFreeBytes: z.number().nonnegative(),
+  percentLeft: z.number(),
+  raisedAt: isoTime,
+});
+export type DiskAlert = z.infer<typeof DiskAlert>;
+
+export const MailboxState = z.enum(["connecting", "idle", "polling", "backing-off", "needs-admin", "paused", "stopped"]);
+export type MailboxState = z.infer<typeof MailboxState>;
+
+export const MailboxStatus = z.object({
+  version: v1,
+  tenant: id,
+  mailbox: id,
+  state: MailboxState,
+  owner: z.string().nullable(),
+  lastCheckAt: isoTime.nullable(),
+  lastMessageAt: isoTime.nullable(),
+  backlog: z.number().int().nonnegative(),
+  lastError: z
+    .object({ message: z.string(), code: z.string().nullable(), fix: z.string().nullable(), at: isoTime })
+    .nullable(),
+  updatedAt: isoTime,
+});
+export type MailboxStatus = z.infer<typeof MailboxStatus>;
+
+export const CredentialPurpose = z.enum(["imap", "pop3", "smtp"]);
+export type CredentialPurpose = z.infer<typeof CredentialPurpose>;
+
+export const CredentialRequest = z.object({
+  version: v1,
+  purpose: CredentialPurpose,
+  /** Set when the caller's server refused the previous credential: forces one fresh token. */
+  rejected: z.boolean().default(false),
+});
+export type CredentialRequest = z.infer<typeof CredentialRequest>;
+
+export const Credential = z.discriminatedUnion("mechanism", [
+  z.object({ version: v1, mechanism: z.literal("PLAIN"), username: z.string(), password: z.string() }),
+  z.object({
+    version: v1,
+    mechanism: z.literal("XOAUTH2"),
+    username: z.string(),
+    accessToken: z.string(),
+    expiresAt: isoTime,
+  }),
+]);
+export type Credential = z.infer<typeof Credential>;
+
+export const CredentialError = z.object({
+  version: v1,
+  error: z.object({
+    kind: z.enum(["transient", "needs-admin", "unknown-mailbox"]),
+    message: z.string(),
+    code: z.string().nullable(),
+    fix: z.string().nullable(),
+  }),
+});
+export type CredentialError = z.infer<typeof CredentialError>;
+
+export const CredentialReply = z.union([Credential, CredentialError]);
+export type CredentialReply = z.infer<typeof CredentialReply>;

@@ -1,0 +1,175 @@
+/**
+ * Every NATS name Postroom uses is spelled here and nowhere else.
+ *
+ * A namespace ("root") prefixes all of them so that one NATS account can carry several isolated
+ * Postroom installations — and, above all, so that every test file gets its own subjects, streams
+ * and buckets on the shared test server. Production uses the default root, `postroom`.
+ */
+
+const TOKEN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+/** Thrown when a tenant, mailbox or queue id cannot be used as a NATS subject token. */
+export class InvalidTokenError extends Error {
+  override name = "InvalidTokenError";
+  constructor(what: string, value: string) {
+    super(
+      `${what} "${value}" cannot be used in a NATS name: use 1-64 lowercase letters, digits, "-" or "_", starting with a letter or digit`,
+    );
+  }
+}
+
+/** Checks that a value is usable as one subject token (and inside stream/consumer/bucket names). */
+export function token(what: string, value: string): string {
+  if (!TOKEN.test(value)) throw new InvalidTokenError(what, value);
+  return value;
+}
+
+/** Subject builders. Events are past tense, commands imperative; variable tokens come last. */
+export interface Subjects {
+  /** imap-poller → archiver: a message was fetched and its raw bytes stored in the raw-mail object store. */
+  mailReceived(tenant: string, mailbox: string): string;
+  /** archiver → asd-bridge, imap-poller: the message is on disk and in PostgreSQL. */
+  mailArchived(tenant: string, mailbox: string): string;
+  /** asd-bridge, archiver (alerts) → smtp-sender: send this message. */
+  mailSend(tenant: string, mailbox: string): string;
+  /** smtp-sender → archiver: the SMTP server accepted the message. */
+  mailSent(tenant: string, mailbox: string): string;
+  /** smtp-sender → archiver, asd-bridge: the message could not be sent. */
+  mailSendFailed(tenant: string, mailbox: string): string;
+  /** asd-bridge → anyone: a session was offered to the ACD. */
+  sessionOffered(tenant: string, mailbox: string): string;
+  /** asd-bridge → anyone: an agent has the session. */
+  sessionAssigned(tenant: string, mailbox: string): string;
+  /** asd-bridge → anyone: the session ended with an outcome. */
+  sessionCompleted(tenant: string, mailbox: string): string;
+  /** archiver → smtp-sender (alert mail), operators: the archive disk crossed a threshold. */
+  diskAlert(tenant: string, mailbox: string): string;
+  /** imap-poller, token-service → status watchers: the mailbox's state changed (also kept in KV). */
+  mailboxStatus(tenant: string, mailbox: string): string;
+  /** request-reply to token-service: give me a credential for this mailbox. */
+  credentialRequest(tenant: string, mailbox: string): string;
+  /** request-reply to token-service: the server refused the credential you gave me. */
+  credentialRejected(tenant: string, mailbox: string): string;
+  /** Wildcards used by stream definitions and consumers. */
+  wildcard: {
+    mailReceived(tenant?: string): string;
+    mailArchived(tenant?: string): string;
+    mailSend(tenant?: string): string;
+    mailSent(tenant?: string): string;
+    mailSendFailed(tenant?: string): string;
+    session(tenant?: string): string;
+    diskAlert(tenant?: string): string;
+    mailboxStatus(tenant?: string): string;
+    credentialRequest(tenant?: string): string;
+    credentialRejected(tenant?: string): string;
+  };
+}
+
+export interface StreamNames {
+  /** Mail lifecycle events: received, archived, sent, send-failed. */
+  mail: string;
+  /** Send commands for smtp-sender (work queue: each command is taken once). */
+  sendCommands: string;
+  /** Session lifecycle events from asd-bridge. */
+  sessions: string;
+  /** Disk and other operator alerts. */
+  alerts: string;
+}
+
+export interface ConsumerNames {
+  /** archiver, on mail.received (optionally one per tenant). */
+  archiverReceived(tenant?: string): string;
+  /** archiver, on mail.sent (to keep agents' replies in the history). */
+  archiverSent(tenant?: string): string;
+  /** asd-bridge, on mail.archived. */
+  asdBridgeArchived(tenant?: string): string;
+  /** smtp-sender, on mail.send commands. */
+  smtpSender(tenant?: string): string;
+  /** imap-poller's per-mailbox commit consumer on mail.archived (after-import actions). */
+  pollerCommit(tenant: string, mailbox: string): string;
+}
+
+export interface BucketNames {
+  /** KV: per-folder UIDVALIDITY + last UID (IMAP) or seen UIDLs (POP3). */
+  cursors: string;
+  /** KV: which imap-poller replica owns which mailbox. */
+  leases: string;
+  /** KV: the latest MailboxStatus per mailbox. */
+  mailboxStatus: string;
+  /** KV: ingestion control (pause/resume per tenant), written by the archiver. */
+  control: string;
+  /** Object store: raw messages between imap-poller and archiver. */
+  rawMail: string;
+}
+
+export interface Names {
+  readonly root: string;
+  readonly subjects: Subjects;
+  readonly streams: StreamNames;
+  readonly consumers: ConsumerNames;
+  readonly buckets: BucketNames;
+  /** Key of a mailbox in the KV buckets (`<tenant>.<mailbox>`). */
+  mailboxKey(tenant: string, mailbox: string): string;
+}
+
+/** Builds every name under one namespace root (default `postroom`). */
+export function names(root = "postroom"): Names {
+  token("namespace root", root);
+  const up = root.toUpperCase().replaceAll("-", "_");
+  const s = (tenant: string, ...rest: string[]) => [root, token("tenant id", tenant), ...rest].join(".");
+  const w = (tenant: string | undefined, ...rest: string[]) =>
+    [root, tenant === undefined ? "*" : token("tenant id", tenant), ...rest].join(".");
+  const m = (mailbox: string) => token("mailbox id", mailbox);
+  const perTenant = (base: string, tenant?: string) => (tenant === undefined ? base : `${base}-${token("tenant id", tenant)}`);
+
+  return {
+    root,
+    subjects: {
+      mailReceived: (t, mb) => s(t, "mail", "received", m(mb)),
+      mailArchived: (t, mb) => s(t, "mail", "archived", m(mb)),
+      mailSend: (t, mb) => s(t, "mail", "send", m(mb)),
+      mailSent: (t, mb) => s(t, "mail", "sent", m(mb)),
+      mailSendFailed: (t, mb) => s(t, "mail", "send-failed", m(mb)),
+      sessionOffered: (t, mb) => s(t, "session", "offered", m(mb)),
+      sessionAssigned: (t, mb) => s(t, "session", "assigned", m(mb)),
+      sessionCompleted: (t, mb) => s(t, "session", "completed", m(mb)),
+      diskAlert: (t, mb) => s(t, "alert", "disk", m(mb)),
+      mailboxStatus: (t, mb) => s(t, "mailbox", "status", m(mb)),
+      credentialRequest: (t, mb) => s(t, "auth", "credential", m(mb)),
+      credentialRejected: (t, mb) => s(t, "auth", "rejected", m(mb)),
+      wildcard: {
+        mailReceived: (t) => w(t, "mail", "received", "*"),
+        mailArchived: (t) => w(t, "mail", "archived", "*"),
+        mailSend: (t) => w(t, "mail", "send", "*"),
+        mailSent: (t) => w(t, "mail", "sent", "*"),
+        mailSendFailed: (t) => w(t, "mail", "send-failed", "*"),
+        session: (t) => w(t, "session", "*", "*"),
+        diskAlert: (t) => w(t, "alert", "disk", "*"),
+        mailboxStatus: (t) => w(t, "mailbox", "status", "*"),
+        credentialRequest: (t) => w(t, "auth", "credential", "*"),
+        credentialRejected: (t) => w(t, "auth", "rejected", "*"),
+      },
+    },
+    streams: {
+      mail: `${up}_MAIL`,
+      sendCommands: `${up}_SEND_COMMANDS`,
+      sessions: `${up}_SESSIONS`,
+      alerts: `${up}_ALERTS`,
+    },
+    consumers: {
+      archiverReceived: (t) => perTenant("archiver", t),
+      archiverSent: (t) => perTenant("archiver-sent", t),
+      asdBridgeArchived: (t) => perTenant("asd-bridge", t),
+      smtpSender: (t) => perTenant("smtp-sender", t),
+      pollerCommit: (t, mb) => `imap-poller-${token("tenant id", t)}-${m(mb)}`,
+    },
+    buckets: {
+      cursors: `${root}-cursors`,
+      leases: `${root}-leases`,
+      mailboxStatus: `${root}-mailbox-status`,
+      control: `${root}-control`,
+      rawMail: `${root}-raw-mail`,
+    },
+    mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
+  };
+}
