@@ -2,6 +2,7 @@ export * from "./schema.js";
 export {
   ConfigError,
   parseConfig,
+  validateConfig,
   loadConfig,
   loadConfigFile,
   allMailboxes,
@@ -11,5 +12,11 @@ export {
   formatPath,
   toConfigIssues,
 } from "./load.js";
-export type { ConfigIssue, MailboxRef } from "./load.js";
+export type { ConfigIssue, ConfigValidation, MailboxRef } from "./load.js";
+export type { IssueSeverity } from "./issues.js";
+export { checkConfig } from "./check.js";
+export { redactConfig, redactSecret, redactUrl, REDACTED } from "./redact.js";
+export { configJsonSchema, configJsonSchemaText } from "./json-schema.js";
 export { resolveSecret, isSecretRef, SecretError } from "./secrets.js";
+export { importSoftdial, SoftdialImportError, formatEnvFile, deriveId, SOFTDIAL_EMAIL_FIELDS } from "./softdial/import.js";
+export type { SoftdialImport, SoftdialImportOptions } from "./softdial/import.js";

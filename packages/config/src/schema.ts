@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { semanticIssues } from "./check.js";
 
 /**
  * The operator's configuration file, as a zod schema. Every field has a description: it becomes
@@ -21,7 +22,11 @@ export const SecretRef = z
   .describe("A secret reference: env:NAME (environment variable) or file:/path (file contents).");
 export type SecretRef = z.infer<typeof SecretRef>;
 
-const port = z.number().int().min(1).max(65535);
+const port = z
+  .number({ message: "must be a port number" })
+  .int({ message: "must be a whole port number" })
+  .min(1, { message: "must be a port number between 1 and 65535" })
+  .max(65535, { message: "must be a port number between 1 and 65535" });
 const hostname = z.string().min(1).describe("Host name or IP address.");
 
 export const TlsMode = z
@@ -47,8 +52,13 @@ export const Microsoft365Auth = z
       .string()
       .min(1)
       .describe("The Directory (tenant) ID GUID or a verified domain; not 'common' or 'consumers'."),
-    clientId: z.uuid({ message: "must be the Application (client) ID, a GUID" }),
-    clientSecret: SecretRef.optional().describe("The client secret's Value (not its Secret ID)."),
+    // z.guid rather than z.uuid: Entra ID GUIDs are not promised to carry RFC 9562 version bits.
+    clientId: z
+      .guid({ message: "must be the Application (client) ID, a GUID such as 061851f7-08c0-40bf-99c1-ebd489c11f16" })
+      .describe("The app registration's Application (client) ID."),
+    clientSecret: SecretRef.optional().describe(
+      "The client secret's Value (not its Secret ID), as env:NAME or file:/path. Give this or certificate.",
+    ),
     clientSecretExpires: z.iso.date().optional().describe("Expiry date of the client secret, to warn ahead of it."),
     certificate: z
       .object({
@@ -56,7 +66,8 @@ export const Microsoft365Auth = z
         privateKey: SecretRef.describe("PEM private key of that certificate."),
       })
       .strict()
-      .optional(),
+      .optional()
+      .describe("Certificate credentials, instead of clientSecret."),
     cloud: MicrosoftCloud.default("global"),
     authorityHost: z.url().optional().describe("Override of the token host (tests, proxies)."),
   })
@@ -80,8 +91,9 @@ export const AfterImport = z
   })
   .strict()
   .refine((a) => a.action !== "move" || a.folder !== undefined, {
-    message: 'action "move" needs a target: add folder: Processed',
+    message: 'action "move" needs a target folder',
     path: ["folder"],
+    params: { fix: "add folder: Processed (an existing IMAP folder), or choose action: mark-seen" },
   });
 
 export const Inbound = z
@@ -253,7 +265,16 @@ export const PostroomConfig = z
       .default({ level: "info" }),
     tenants: z.array(Tenant).min(1, { message: "add at least one tenant with one mailbox" }),
   })
-  .strict();
+  .strict()
+  // Checks that need more than one field (duplicate ids, credentials that must come in pairs).
+  // They run only when the shape is valid; parseConfig runs the same checks over the raw input
+  // as well, so that an operator sees them alongside shape errors instead of one round later.
+  .superRefine((config, ctx) => {
+    for (const issue of semanticIssues(config)) {
+      if (issue.severity === "warning") continue;
+      ctx.addIssue({ code: "custom", message: issue.message, path: issue.pathSegments, params: { fix: issue.fix } });
+    }
+  });
 export type PostroomConfig = z.infer<typeof PostroomConfig>;
 /** What an operator writes, before defaults are applied. */
 export type PostroomConfigInput = z.input<typeof PostroomConfig>;
