@@ -1,0 +1,155 @@
+/**
+ * Versioned schema migrations, applied in order at every service's start-up. Never edit a
+ * migration that has shipped: add a new one. Each runs in its own transaction.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: "history",
+    sql: `
+CREATE TABLE mailboxes (
+  id          bigserial PRIMARY KEY,
+  tenant      text NOT NULL,
+  mailbox     text NOT NULL,
+  address     text,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (tenant, mailbox)
+);
+
+CREATE TABLE conversations (
+  id          bigserial PRIMARY KEY,
+  tenant      text NOT NULL,
+  mailbox     text NOT NULL,
+  subject     text,
+  started_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Received and sent messages. message_key is the source identity
+-- (tenant/mailbox/imap/folder/uidvalidity/uid, tenant/mailbox/pop3/uidl, or tenant/mailbox/sent/command):
+-- a second delivery of the same message finds the row and changes nothing.
+CREATE TABLE messages (
+  id              bigserial PRIMARY KEY,
+  message_key     text NOT NULL UNIQUE,
+  tenant          text NOT NULL,
+  mailbox         text NOT NULL,
+  direction       text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+  protocol        text NOT NULL CHECK (protocol IN ('imap', 'pop3', 'smtp')),
+  folder          text,
+  uid_validity    bigint,
+  uid             bigint,
+  uidl            text,
+  rfc_message_id  text NOT NULL,
+  in_reply_to     text,
+  "references"    text[] NOT NULL DEFAULT '{}',
+  subject         text NOT NULL DEFAULT '',
+  from_address    text NOT NULL DEFAULT '',
+  date_header     timestamptz,
+  received_at     timestamptz NOT NULL,
+  archived_at     timestamptz NOT NULL DEFAULT now(),
+  size            bigint NOT NULL,
+  sha256          text NOT NULL,
+  archive_path    text NOT NULL,
+  headers         jsonb NOT NULL DEFAULT '[]',
+  text_body       text,
+  html_body       text,
+  is_auto_reply   boolean NOT NULL DEFAULT false,
+  is_bounce       boolean NOT NULL DEFAULT false,
+  is_loop         boolean NOT NULL DEFAULT false,
+  oversize        boolean NOT NULL DEFAULT false,
+  parse_error     text,
+  offer           boolean NOT NULL DEFAULT true,
+  conversation_id bigint NOT NULL REFERENCES conversations(id),
+  purged_at       timestamptz
+);
+CREATE UNIQUE INDEX messages_imap_key ON messages (tenant, mailbox, folder, uid_validity, uid) WHERE protocol = 'imap';
+CREATE UNIQUE INDEX messages_pop3_key ON messages (tenant, mailbox, uidl) WHERE protocol = 'pop3';
+CREATE INDEX messages_conversation ON messages (conversation_id, received_at);
+CREATE INDEX messages_mailbox_time ON messages (tenant, mailbox, received_at);
+CREATE INDEX messages_rfc_id ON messages (tenant, mailbox, rfc_message_id);
+
+CREATE TABLE addresses (
+  message_id  bigint NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+  role        text NOT NULL CHECK (role IN ('from', 'to', 'cc', 'bcc', 'reply-to')),
+  address     text NOT NULL,
+  name        text
+);
+CREATE INDEX addresses_address ON addresses (lower(address));
+CREATE INDEX addresses_message ON addresses (message_id);
+
+CREATE TABLE attachments (
+  id                bigserial PRIMARY KEY,
+  message_id        bigint NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+  part_index        int NOT NULL,
+  original_name     text,
+  stored_name       text NOT NULL,
+  content_type      text NOT NULL,
+  content_id        text,
+  inline            boolean NOT NULL DEFAULT false,
+  size              bigint NOT NULL,
+  sha256            text NOT NULL,
+  UNIQUE (message_id, part_index)
+);
+
+-- ACD sessions: one per offered message, never two.
+CREATE TABLE sessions (
+  id            uuid PRIMARY KEY,
+  tenant        text NOT NULL,
+  mailbox       text NOT NULL,
+  message_id    bigint NOT NULL UNIQUE REFERENCES messages(id),
+  queue         text NOT NULL,
+  acd           text NOT NULL,
+  state         text NOT NULL,
+  agent         text,
+  outcome       text,
+  warnings      text[] NOT NULL DEFAULT '{}',
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  offered_at    timestamptz,
+  updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sessions_queue_state ON sessions (tenant, queue, state);
+
+CREATE TABLE session_events (
+  id          bigserial PRIMARY KEY,
+  session_id  uuid NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  state       text NOT NULL,
+  at          timestamptz NOT NULL DEFAULT now(),
+  detail      jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX session_events_session ON session_events (session_id, at);
+
+-- Outgoing sends, keyed by the command id: pending -> sending -> sent | failed.
+CREATE TABLE sends (
+  command_id      text PRIMARY KEY,
+  tenant          text NOT NULL,
+  mailbox         text NOT NULL,
+  kind            text NOT NULL,
+  state           text NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+  rfc_message_id  text NOT NULL,
+  attempts        int NOT NULL DEFAULT 0,
+  last_error      text,
+  server_response text,
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Audit trail: who did what to which message or session.
+CREATE TABLE audit_events (
+  id          bigserial PRIMARY KEY,
+  at          timestamptz NOT NULL DEFAULT now(),
+  tenant      text NOT NULL,
+  mailbox     text,
+  actor       text NOT NULL,
+  kind        text NOT NULL,
+  ref         text,
+  detail      jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX audit_events_ref ON audit_events (ref);
+`,
+  },
+];

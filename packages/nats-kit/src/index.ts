@@ -1,0 +1,13 @@
+export { connectNats } from "./connect.js";
+export type { ConnectOptions } from "./connect.js";
+export { ensureStreams } from "./streams.js";
+export { publishJson, jetStreamOf } from "./publish.js";
+export type { PublishOptions } from "./publish.js";
+export { DurableConsumer, ack, backoffMs } from "./consume.js";
+export type { DurableConsumerOptions, Verdict } from "./consume.js";
+export { openKv, openObjectStore } from "./stores.js";
+export type { NatsConnection } from "@nats-io/transport-node";
+export type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+export type { KV } from "@nats-io/kv";
+export type { ObjectStore } from "@nats-io/obj";
+export { CredentialClient, CredentialUnavailableError } from "./credentials.js";

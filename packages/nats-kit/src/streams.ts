@@ -1,0 +1,31 @@
+import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { StreamDefinition } from "@postroom/contracts";
+
+/**
+ * Creates the streams that do not exist and updates the ones that do, so every service can call
+ * it at start-up (several replicas at once included: "already in use" from a concurrent creator
+ * is treated as success).
+ */
+export async function ensureStreams(nc: NatsConnection, definitions: StreamDefinition[]): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  for (const def of definitions) {
+    const config = def as unknown as StreamConfig;
+    try {
+      await jsm.streams.info(def.name);
+      const { name, ...update } = config;
+      await jsm.streams.update(name, update);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      try {
+        await jsm.streams.add(config);
+      } catch (addError) {
+        if (!/already in use/i.test(String(addError))) throw addError;
+      }
+    }
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  return /not found/i.test(String((error as Error)?.message ?? error));
+}

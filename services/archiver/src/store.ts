@@ -1,0 +1,153 @@
+import type { AutoFlags } from "@postroom/contracts";
+import type { Pool } from "@postroom/db";
+
+export interface AttachmentRow {
+  partIndex: number;
+  originalName: string | null;
+  storedName: string;
+  contentType: string;
+  contentId: string | null;
+  inline: boolean;
+  size: number;
+  sha256: string;
+}
+
+export interface MessageRow {
+  messageKey: string;
+  tenant: string;
+  mailbox: string;
+  direction: "inbound" | "outbound";
+  protocol: "imap" | "pop3" | "smtp";
+  folder: string | null;
+  uidValidity: number | null;
+  uid: number | null;
+  uidl: string | null;
+  rfcMessageId: string;
+  inReplyTo: string | null;
+  references: string[];
+  subject: string;
+  from: { address: string; name: string | null } | null;
+  to: { address: string; name: string | null }[];
+  cc: { address: string; name: string | null }[];
+  bcc: { address: string; name: string | null }[];
+  dateHeader: Date | null;
+  receivedAt: Date;
+  size: number;
+  sha256: string;
+  archivePath: string;
+  headers: [string, string][];
+  textBody: string | null;
+  htmlBody: string | null;
+  flags: AutoFlags;
+  oversize: boolean;
+  parseError: string | null;
+  offer: boolean;
+  attachments: AttachmentRow[];
+}
+
+export interface StoredMessage {
+  id: string;
+  conversationId: string;
+  archivePath: string;
+  rfcMessageId: string;
+  /** false when the row was already there (a redelivery). */
+  inserted: boolean;
+}
+
+/** Reads and writes the history tables for the archiver. */
+export class HistoryStore {
+  constructor(private readonly pool: Pool) {}
+
+  async find(messageKey: string): Promise<StoredMessage | undefined> {
+    const r = await this.pool.query<{ id: string; conversation_id: string; archive_path: string; rfc_message_id: string }>(
+      "SELECT id, conversation_id, archive_path, rfc_message_id FROM messages WHERE message_key = $1",
+      [messageKey],
+    );
+    const row = r.rows[0];
+    return row ? { id: row.id, conversationId: row.conversation_id, archivePath: row.archive_path, rfcMessageId: row.rfc_message_id, inserted: false } : undefined;
+  }
+
+  /**
+   * Inserts the message with its addresses and attachments in one transaction, joining the
+   * conversation of any stored message (inbound or outbound, same mailbox) that its In-Reply-To
+   * or References names. A concurrent insert of the same key leaves the first one standing.
+   */
+  async insert(m: MessageRow): Promise<StoredMessage> {
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      // Serialise inserts of one message key so conversation creation cannot race itself.
+      await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [m.messageKey]);
+      const existing = await client.query<{ id: string; conversation_id: string; archive_path: string; rfc_message_id: string }>(
+        "SELECT id, conversation_id, archive_path, rfc_message_id FROM messages WHERE message_key = $1",
+        [m.messageKey],
+      );
+      if (existing.rows[0]) {
+        await client.query("COMMIT");
+        const row = existing.rows[0];
+        return { id: row.id, conversationId: row.conversation_id, archivePath: row.archive_path, rfcMessageId: row.rfc_message_id, inserted: false };
+      }
+      const related = [m.inReplyTo, ...m.references].filter((x): x is string => !!x);
+      let conversationId: string | undefined;
+      if (related.length > 0) {
+        const r = await client.query<{ conversation_id: string }>(
+          "SELECT conversation_id FROM messages WHERE tenant = $1 AND mailbox = $2 AND rfc_message_id = ANY($3) ORDER BY id LIMIT 1",
+          [m.tenant, m.mailbox, related],
+        );
+        conversationId = r.rows[0]?.conversation_id;
+      }
+      if (!conversationId) {
+        const r = await client.query<{ id: string }>("INSERT INTO conversations (tenant, mailbox, subject, started_at) VALUES ($1, $2, $3, $4) RETURNING id", [
+          m.tenant,
+          m.mailbox,
+          m.subject,
+          m.receivedAt,
+        ]);
+        conversationId = r.rows[0]!.id;
+      }
+      const inserted = await client.query<{ id: string }>(
+        `INSERT INTO messages (message_key, tenant, mailbox, direction, protocol, folder, uid_validity, uid, uidl, rfc_message_id,
+           in_reply_to, "references", subject, from_address, date_header, received_at, size, sha256, archive_path, headers,
+           text_body, html_body, is_auto_reply, is_bounce, is_loop, oversize, parse_error, offer, conversation_id)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)
+         RETURNING id`,
+        [
+          m.messageKey, m.tenant, m.mailbox, m.direction, m.protocol, m.folder, m.uidValidity, m.uid, m.uidl, m.rfcMessageId,
+          m.inReplyTo, m.references, m.subject, m.from?.address ?? "", m.dateHeader, m.receivedAt, m.size, m.sha256, m.archivePath,
+          JSON.stringify(m.headers), m.textBody, m.htmlBody, m.flags.autoReply, m.flags.bounce, m.flags.loop, m.oversize, m.parseError,
+          m.offer, conversationId,
+        ],
+      );
+      const id = inserted.rows[0]!.id;
+      const addresses: [string, { address: string; name: string | null }][] = [
+        ...(m.from ? [["from", m.from] as [string, { address: string; name: string | null }]] : []),
+        ...m.to.map((a) => ["to", a] as [string, typeof a]),
+        ...m.cc.map((a) => ["cc", a] as [string, typeof a]),
+        ...m.bcc.map((a) => ["bcc", a] as [string, typeof a]),
+      ];
+      for (const [role, a] of addresses) {
+        await client.query("INSERT INTO addresses (message_id, role, address, name) VALUES ($1, $2, $3, $4)", [id, role, a.address, a.name]);
+      }
+      for (const a of m.attachments) {
+        await client.query(
+          `INSERT INTO attachments (message_id, part_index, original_name, stored_name, content_type, content_id, inline, size, sha256)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`,
+          [id, a.partIndex, a.originalName, a.storedName, a.contentType, a.contentId, a.inline, a.size, a.sha256],
+        );
+      }
+      await client.query("INSERT INTO audit_events (tenant, mailbox, actor, kind, ref) VALUES ($1, $2, 'archiver', $3, $4)", [
+        m.tenant,
+        m.mailbox,
+        m.direction === "inbound" ? "message.archived" : "reply.archived",
+        m.messageKey,
+      ]);
+      await client.query("COMMIT");
+      return { id, conversationId, archivePath: m.archivePath, rfcMessageId: m.rfcMessageId, inserted: true };
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+}
