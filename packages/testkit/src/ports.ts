@@ -1,4 +1,4 @@
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 
 /**
  * Returns `count` distinct TCP ports that were free on `host` a moment ago.
@@ -12,7 +12,7 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
     Array.from(
       { length: count },
       () =>
-        new Promise<import("node:net").Server>((resolve, reject) => {
+        new Promise<Server>((resolve, reject) => {
           const server = createServer();
           server.unref();
           server.once("error", reject);
