@@ -3,7 +3,7 @@ import { isMap, LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
 import { semanticIssues } from "./check.js";
 import { ConfigError, formatIssue, formatPath, type ConfigIssue } from "./issues.js";
-import { PostroomConfig, type ArchiveSettings, type Mailbox, type Tenant } from "./schema.js";
+import { ID_PATTERN, PostroomConfig, type ArchiveSettings, type Mailbox, type Tenant } from "./schema.js";
 
 export { ConfigError, formatIssue, formatPath };
 export type { ConfigIssue };
@@ -59,7 +59,10 @@ function fixFor(issue: z.core.$ZodIssue): string | null {
         case "date":
           return "write the date as YYYY-MM-DD";
         case "regex":
-          return null; // the message already says which pattern; ids carry their own message
+          if ((issue as { pattern?: unknown }).pattern === ID_PATTERN.toString()) {
+            return 'rename it, e.g. "contoso" or "billing-uk" (archives and history are filed under it, so keep it stable once running)';
+          }
+          return null; // the message already names the pattern
         default:
           return null;
       }

@@ -9,9 +9,12 @@ import { semanticIssues } from "./check.js";
  * `env:NAME` or `file:/path`, resolved only by the process that needs it (token-service).
  */
 
+/** Tenant, mailbox and agent ids: safe in NATS subjects, metric labels and file paths. */
+export const ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
 const id = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, {
+  .regex(ID_PATTERN, {
     message: 'must be 1-64 lowercase letters, digits, "-" or "_", starting with a letter or digit (it is used in NATS subjects)',
   });
 
@@ -157,21 +160,43 @@ export const Routing = z
   })
   .strict();
 
+const archiveFields = {
+  path: z.string().min(1).describe("Folder holding the archived .eml files and attachments."),
+  quotaGb: z.number().positive().optional().describe("Disk allowance in GB (Softdial EmailDiskSpace)."),
+  warnPercentLeft: z
+    .number()
+    .min(0)
+    .max(100)
+    .describe("Warn when this percentage of the quota is left (Softdial DiskSpaceWarningLimit)."),
+  alertRecipients: z.array(z.email()).describe("Who receives disk-space alerts (Softdial EmailAlert)."),
+  sendAlerts: z.boolean().describe("E-mail the recipients when a threshold is crossed (Softdial SendEmailAlert)."),
+  retentionDays: z.number().int().positive().optional().describe("Purge files older than this (rows are kept)."),
+};
+
 export const ArchiveSettings = z
   .object({
-    path: z.string().min(1).describe("Folder holding the archived .eml files and attachments."),
-    quotaGb: z.number().positive().optional().describe("Disk allowance in GB (Softdial EmailDiskSpace)."),
-    warnPercentLeft: z
-      .number()
-      .min(0)
-      .max(100)
-      .default(20)
-      .describe("Warn when this percentage of the quota is left (Softdial DiskSpaceWarningLimit)."),
-    alertRecipients: z.array(z.email()).default([]),
-    sendAlerts: z.boolean().default(false).describe("E-mail the recipients when a threshold is crossed."),
-    retentionDays: z.number().int().positive().optional().describe("Purge files older than this (rows are kept)."),
+    ...archiveFields,
+    warnPercentLeft: archiveFields.warnPercentLeft.default(20),
+    alertRecipients: archiveFields.alertRecipients.default([]),
+    sendAlerts: archiveFields.sendAlerts.default(false),
   })
   .strict();
+/**
+ * A mailbox's overrides of the top-level archive settings. Built without defaults on purpose:
+ * `ArchiveSettings.partial()` keeps zod's defaults, so `archive: { path: X }` came out with
+ * warnPercentLeft 20, sendAlerts false and no recipients, silently overriding the top level.
+ */
+export const ArchiveOverrides = z
+  .object({
+    path: archiveFields.path.optional(),
+    quotaGb: archiveFields.quotaGb,
+    warnPercentLeft: archiveFields.warnPercentLeft.optional(),
+    alertRecipients: archiveFields.alertRecipients.optional(),
+    sendAlerts: archiveFields.sendAlerts.optional(),
+    retentionDays: archiveFields.retentionDays,
+  })
+  .strict();
+export type ArchiveOverrides = z.infer<typeof ArchiveOverrides>;
 export type ArchiveSettings = z.infer<typeof ArchiveSettings>;
 
 export const Mailbox = z
@@ -193,7 +218,7 @@ export const Mailbox = z
       .default(0)
       .describe("Pause between new sessions to the ACD (Softdial SleepBeforeSendNewIc)."),
     routing: Routing.default({ defaultQueue: "email", rules: [], offerAutomatic: false }),
-    archive: ArchiveSettings.partial().optional().describe("Overrides of the top-level archive settings."),
+    archive: ArchiveOverrides.optional().describe("Overrides of the top-level archive settings; unset fields inherit them."),
   })
   .strict();
 export type Mailbox = z.infer<typeof Mailbox>;
