@@ -194,6 +194,11 @@ export class MailboxWorker {
       connectionTimeout: timeout,
       greetingTimeout: timeout,
       socketTimeout: 5 * 60_000,
+      // Enter IDLE as soon as the connection is quiet (imapflow waits 15 s by default), so new
+      // mail is announced within about a second; restart IDLE every few minutes because some
+      // servers and middleboxes silently drop long-idle connections.
+      autoIdleDelay: 250,
+      maxIdleTime: 4 * 60_000,
       clientInfo: { name: "Postroom" },
     } as ConstructorParameters<typeof ImapFlow>[0]);
   }

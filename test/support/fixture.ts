@@ -1,0 +1,122 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { PostroomConfigInput } from "@postroom/config";
+import { names, type MailboxStatus, type Names } from "@postroom/contracts";
+import { connectNats, jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import {
+  cleanupNamespace,
+  createTestDatabase,
+  natsUrl,
+  startDovecot,
+  startSmtpSink,
+  tempDir,
+  testNamespace,
+  waitFor,
+  type DovecotServer,
+  type SmtpSink,
+  type TempDir,
+  type TestDatabase,
+} from "@postroom/testkit";
+import pg from "pg";
+import { PostroomSystem } from "./system.js";
+
+export const SUPPORT = "support@acme.test";
+export const SUPPORT_PASSWORD = "correct horse battery staple";
+
+/**
+ * One test file's world: a real Dovecot with the support mailbox, an SMTP server for replies, its
+ * own PostgreSQL database and NATS namespace, and the Postroom services as processes.
+ */
+export class E2eWorld {
+  dovecot!: DovecotServer;
+  smtp!: SmtpSink;
+  db!: TestDatabase;
+  dir!: TempDir;
+  namespace!: string;
+  names!: Names;
+  nc!: NatsConnection;
+  pool!: pg.Pool;
+  system!: PostroomSystem;
+
+  static async create(prefix: string, tweak: (config: PostroomConfigInput) => void = () => undefined): Promise<E2eWorld> {
+    const w = new E2eWorld();
+    w.dir = tempDir(prefix);
+    w.dovecot = await startDovecot({ users: [{ user: SUPPORT, password: SUPPORT_PASSWORD }] });
+    w.smtp = await startSmtpSink({ users: [{ username: SUPPORT, password: SUPPORT_PASSWORD }] });
+    w.db = await createTestDatabase(prefix);
+    w.namespace = testNamespace(prefix);
+    w.names = names(w.namespace);
+    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
+    w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
+    const config: PostroomConfigInput = {
+      version: 1,
+      nats: { url: natsUrl(), namespace: w.namespace },
+      database: { url: w.db.url },
+      archive: { path: join(w.dir.path, "archive") },
+      tenants: [
+        {
+          id: "acme",
+          acd: { type: "builtin" },
+          mailboxes: [
+            {
+              id: "support",
+              address: SUPPORT,
+              inbound: {
+                protocol: "imap",
+                host: "127.0.0.1",
+                port: w.dovecot.info.imapPort,
+                tls: "none",
+                // Long enough that only IDLE explains a quick pick-up.
+                checkIntervalSeconds: 30,
+              },
+              auth: { type: "password", password: "env:SUPPORT_PASSWORD" },
+              smtp: { host: "127.0.0.1", port: w.smtp.info.port, tls: "none" },
+              defaultBcc: ["records@acme.test"],
+            },
+          ],
+        },
+      ],
+    };
+    tweak(config);
+    w.system = new PostroomSystem({ config, dir: w.dir.path, env: { SUPPORT_PASSWORD } });
+    return w;
+  }
+
+  /** Waits until the poller has opened the mailbox (and so fixed its first-start cursor). */
+  async mailboxReady(timeoutMs = 30_000): Promise<void> {
+    const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
+    await waitFor(
+      async () => {
+        const e = await kv.get(this.names.mailboxKey("acme", "support"));
+        return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
+      },
+      { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
+    );
+  }
+
+  async rows<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return (await this.pool.query<T>(sql, params)).rows;
+  }
+
+  async emlOf(messageKey: string): Promise<Buffer> {
+    const [row] = await this.rows<{ archive_path: string }>("SELECT archive_path FROM messages WHERE message_key = $1", [messageKey]);
+    return readFile(join(row!.archive_path, "message.eml"));
+  }
+
+  async requestSend(command: Record<string, unknown>): Promise<void> {
+    await publishJson(jetStreamOf(this.nc), this.names.subjects.mailSend("acme", "support"), { version: "v1", requestedAt: new Date().toISOString(), ...command }, {
+      msgId: String(command.commandId),
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.system?.stop();
+    await this.pool?.end();
+    await this.nc?.drain();
+    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.db?.drop();
+    await this.smtp?.stop();
+    await this.dovecot?.stop();
+    await this.dir?.remove();
+  }
+}

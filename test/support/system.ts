@@ -1,0 +1,79 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { PostroomConfigInput } from "@postroom/config";
+import { stringify } from "yaml";
+
+export const SERVICES = ["token-service", "imap-poller", "archiver", "asd-bridge", "smtp-sender"] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+export interface SystemOptions {
+  /** Written as YAML to a file in `dir` and passed as POSTROOM_CONFIG. */
+  config: PostroomConfigInput;
+  dir: string;
+  /** Extra environment (secrets referenced as env:NAME). */
+  env?: Record<string, string>;
+}
+
+/**
+ * The whole system as real processes, started the way `postroom up` and Kubernetes start them,
+ * so tests can stop, kill and restart one service while the others keep running.
+ */
+export class PostroomSystem {
+  readonly #children = new Map<ServiceName, ChildProcess>();
+  /** Every line every service printed, for assertions and for failure reports. */
+  readonly logs: { service: ServiceName; line: string }[] = [];
+  #configPath = "";
+
+  constructor(private readonly o: SystemOptions) {}
+
+  async start(services: readonly ServiceName[] = SERVICES): Promise<void> {
+    this.#configPath = join(this.o.dir, "postroom.yaml");
+    await writeFile(this.#configPath, stringify(this.o.config));
+    for (const s of services) this.startService(s);
+  }
+
+  startService(name: ServiceName): void {
+    if (this.#children.has(name)) throw new Error(`${name} is already running`);
+    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", join(ROOT, "services", name, "src", "main.ts")], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.o.env, POSTROOM_CONFIG: this.#configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const collect = (data: Buffer) => {
+      for (const line of data.toString("utf8").split("\n")) if (line.trim()) this.logs.push({ service: name, line });
+    };
+    child.stdout!.on("data", collect);
+    child.stderr!.on("data", collect);
+    child.once("exit", () => this.#children.delete(name));
+    this.#children.set(name, child);
+  }
+
+  /** SIGTERM (orderly stop) or SIGKILL (crash); resolves when the process is gone. */
+  async stopService(name: ServiceName, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.#children.get(name);
+    if (!child) return;
+    const gone = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    await gone;
+    clearTimeout(timer);
+    this.#children.delete(name);
+  }
+
+  running(name: ServiceName): boolean {
+    return this.#children.has(name);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.#children.keys()].map((s) => this.stopService(s)));
+  }
+
+  /** The logs as text, for a failing assertion's message. */
+  dump(lastLines = 80): string {
+    return this.logs.slice(-lastLines).map((l) => `${l.service}: ${l.line}`).join("\n");
+  }
+}
