@@ -4,7 +4,8 @@ import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { importSoftdial, parseConfig, SoftdialImportError, type PostroomConfig } from "../index.js";
 
-const SAMPLE = new URL("../../../../../shared/samples/softdial-config.xml", import.meta.url);
+// A copy of Sytel's published example as extended in /work/shared/samples (placeholder values only).
+const SAMPLE = new URL("./fixtures/softdial-config.xml", import.meta.url);
 
 /** The EmailConfig of Sytel's published example, as a base that tests change one field at a time. */
 const BASE: Record<string, string> = {
