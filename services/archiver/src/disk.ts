@@ -3,6 +3,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import type { SourceKey } from "@postroom/contracts";
 
@@ -61,7 +62,7 @@ export class StagedFolder {
       },
     });
     const file = join(this.path, name);
-    const input = source instanceof Readable ? source : Readable.fromWeb(source as import("node:stream/web").ReadableStream<Uint8Array>);
+    const input = source instanceof Readable ? source : Readable.fromWeb(source as WebReadableStream<Uint8Array>);
     await pipeline(input, counter, createWriteStream(file));
     await fsyncFile(file);
     return { size, sha256: h.digest("hex") };

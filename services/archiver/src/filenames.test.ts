@@ -16,6 +16,7 @@ test("hostile attachment names cannot leave the message folder or collide", () =
   ];
   for (const n of names) {
     assert.ok(!n.includes("/") && !n.includes("\\"), `${n} has no separators`);
+    // eslint-disable-next-line no-control-regex -- looking for control characters
     assert.ok(!/[\u0000-\u001f]/.test(n), `${JSON.stringify(n)} has no control characters`);
     assert.ok(Buffer.byteLength(n) <= 120, `${n.length} bytes at most 120`);
     assert.ok(!n.startsWith("."), `${n} is not hidden or relative`);

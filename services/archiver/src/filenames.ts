@@ -9,6 +9,7 @@ const MAX_BYTES = 120;
 export function sanitizeFileName(original: string | undefined, index: number, taken: Set<string>): string {
   let name = (original ?? "")
     .normalize("NFC")
+    // eslint-disable-next-line no-control-regex -- removing control characters is the point
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, "")
     .replace(/[/\\:*?"<>|]/g, "_")
     .replace(/^[.\s]+/, "")

@@ -41,6 +41,7 @@ export function mergeRecipients(to: string[], cc: string[], bcc: string[]): { to
 
 /** Header values must never carry CR, LF or other control characters (header injection). */
 export function assertSafeHeader(field: string, value: string): void {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value)) {
     throw new UnsafeHeaderError(`${field} contains a line break or control character; refused to prevent header injection`);
   }
