@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/test-env.sh
 pnpm install --frozen-lockfile
+# Turbo would otherwise try to reach its telemetry host, which CI machines cannot.
+export TURBO_TELEMETRY_DISABLED=1
 exec pnpm test
