@@ -3,3 +3,4 @@ export type { Names, Subjects, StreamNames, ConsumerNames, BucketNames } from ".
 export { streamDefinitions } from "./streams.js";
 export type { StreamDefinition, StreamOptions } from "./streams.js";
 export * from "./messages.js";
+export { IngestControl, ingestKey } from "./control.js";

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { PassThrough, Readable } from "node:stream";
 import type { Mailbox, Tenant } from "@postroom/config";
-import { MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import {
   ack,
   CredentialUnavailableError,
@@ -27,6 +27,8 @@ export interface MailboxWorkerOptions {
   mailbox: Mailbox;
   cursors: KV;
   statusKv: KV;
+  /** Ingestion control written by the archiver (pause while the archive is full). */
+  controlKv: KV;
   rawStore: ObjectStore;
   credentials: CredentialClient;
   logger: Logger;
@@ -133,8 +135,14 @@ export class MailboxWorker {
         while (!this.#stopped && client.usable) {
           await this.#check(client);
           this.#backoff.reset();
+          const interval = this.o.mailbox.inbound.checkIntervalSeconds * 1000;
+          if (this.#status.state === "paused") {
+            // Look again soon: the pause ends as soon as the archiver has room.
+            await this.#sleep(Math.min(interval, 5000), closed);
+            continue;
+          }
           await this.#setState("idle");
-          await this.#sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000, closed);
+          await this.#sleep(interval, closed);
         }
       } catch (error) {
         if (this.#stopped) break;
@@ -230,7 +238,20 @@ export class MailboxWorker {
     return cursor;
   }
 
+  /** The archiver's pause, if it has asked for one (archive full): mail then stays on the server. */
+  async #pausedReason(): Promise<string | undefined> {
+    const entry = await this.o.controlKv.get(ingestKey(this.o.tenant.id, this.o.mailbox.id));
+    if (!entry?.value.length) return undefined;
+    const control = IngestControl.safeParse(entry.json());
+    return control.success && control.data.paused ? (control.data.reason ?? "paused by the archiver") : undefined;
+  }
+
   async #check(client: ImapFlow): Promise<void> {
+    const paused = await this.#pausedReason();
+    if (paused) {
+      await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
+      return;
+    }
     await this.#setState("polling");
     const box = client.mailbox;
     if (!box) throw new Error("no folder selected");

@@ -26,6 +26,7 @@ export class Poller {
     const replicas = config.nats.replicas;
     const cursors = await openKv(nc, names.buckets.cursors, { replicas });
     const statusKv = await openKv(nc, names.buckets.mailboxStatus, { replicas });
+    const controlKv = await openKv(nc, names.buckets.control, { replicas });
     // Raw messages wait here until archived; a week's TTL cleans up after any crash.
     const rawStore = await openObjectStore(nc, names.buckets.rawMail, { replicas, ttlMs: 7 * 24 * 3600 * 1000 });
     const credentials = new CredentialClient(nc, names);
@@ -44,6 +45,7 @@ export class Poller {
         mailbox,
         cursors,
         statusKv,
+        controlKv,
         rawStore,
         credentials,
         logger: this.o.logger,
