@@ -253,12 +253,37 @@ export const Agent = z
   })
   .strict();
 
+/** A queue of the built-in distributor: how long a session may wait and where it goes then. */
+export const Queue = z
+  .object({
+    id: z.string().min(1).describe("The queue's name, as routing rules and agents' queues spell it."),
+    timeoutSeconds: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("After waiting this long without an agent, a session moves to the overflow queue (if one is set)."),
+    overflow: z.string().min(1).optional().describe("The queue a session moves to after timeoutSeconds."),
+  })
+  .strict();
+export type Queue = z.infer<typeof Queue>;
+
 export const Tenant = z
   .object({
     id: id.describe("Stable tenant id, used in subjects and the archive layout."),
     name: z.string().optional(),
     acd: Acd.default({ type: "builtin" }),
     agents: z.array(Agent).default([]),
+    queues: z
+      .array(Queue)
+      .default([])
+      .describe("Built-in distributor queue settings; a queue named by a rule or an agent but not listed here has no timeout."),
+    reservationSeconds: z
+      .number()
+      .int()
+      .positive()
+      .default(60)
+      .describe("Built-in distributor: an agent who does not accept an offered session within this time loses it to another agent."),
     mailboxes: z.array(Mailbox).min(1, { message: "a tenant needs at least one mailbox" }),
   })
   .strict();
@@ -289,6 +314,15 @@ export const PostroomConfig = z
       .strict()
       .default({ level: "info" }),
     tenants: z.array(Tenant).min(1, { message: "add at least one tenant with one mailbox" }),
+    agentApi: z
+      .object({
+        host: z.string().min(1).default("127.0.0.1").describe("Address the agent API and desktop listen on."),
+        port: z.number().int().min(0).max(65535).default(8480).describe("Port of the agent API and desktop (0: any free port)."),
+        publicUrl: z.url().optional().describe("How an ACD reaches the agent API (webhook links to the email); defaults to http://host:port."),
+      })
+      .strict()
+      .default({ host: "127.0.0.1", port: 8480 })
+      .describe("asd-bridge's HTTP API for agents, supervisors and ACD callbacks."),
   })
   .strict()
   // Checks that need more than one field (duplicate ids, credentials that must come in pairs).
