@@ -141,6 +141,41 @@ describe("postroom up", () => {
     for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, `service pid ${pid} still running`);
   });
 
+  it("a second SIGINT kills services that ignore SIGTERM at once, and still exits 0", { timeout: 60_000 }, async () => {
+    const stubborn = join(dir, "stubborn.ts");
+    await writeFile(stubborn, `process.on("SIGTERM", () => console.log("ignoring SIGTERM")); console.log("ready " + process.pid); setInterval(() => {}, 1000);\n`);
+    const script = `
+      const { runUp } = await import(${JSON.stringify(UP_MODULE)});
+      process.exitCode = await runUp(process.argv.slice(1), { entryPoint: () => ${JSON.stringify(stubborn)}, stopTimeoutMs: 30000 });`;
+    const env = { ...process.env };
+    delete env.NATS_URL;
+    delete env.DATABASE_URL;
+    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", "--input-type=module", "-e", script, "--", "--config", join(dir, "ok.yaml"), "--only", "archiver"], {
+      cwd: ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    try {
+      await waitFor("the service", () => stdout.includes("ready"));
+      const pid = Number(/ready (\d+)/.exec(stdout)?.[1]);
+      child.kill("SIGINT");
+      await waitFor("the first SIGTERM", () => stdout.includes("ignoring SIGTERM"));
+      const began = Date.now();
+      child.kill("SIGINT");
+      assert.equal(await exited, 0);
+      assert.ok(Date.now() - began < 5_000, "did not wait for the 30 s stop timeout");
+      assert.match(stdout, /SIGINT again: killing everything now/);
+      assert.match(stdout, /archiver stopped \(signal SIGKILL\)/);
+      assert.throws(() => process.kill(pid, 0), { code: "ESRCH" });
+    } finally {
+      // Two SIGINTs: `up` kills its (detached) service at once instead of leaving it behind.
+      if (child.exitCode === null) for (let i = 0; i < 2; i++) child.kill("SIGINT");
+    }
+  });
+
   it("runs each service with the source condition and tsx from the repository root", () => {
     const env = { NATS_URL: "nats://x" };
     const command = serviceCommand("archiver", "/repo", "/repo/services/archiver/src/main.ts", env);
