@@ -76,6 +76,12 @@ test("consumers and buckets", () => {
   assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail"]);
 });
 
+test("mailbox status keys: the poller's entry and smtp-sender's entry beside it", () => {
+  const n = names();
+  assert.equal(n.mailboxKey("acme", "support"), "acme.support");
+  assert.equal(n.mailboxSmtpKey("acme", "support"), "acme.support.smtp");
+});
+
 test("a namespace isolates every name (one per test file)", () => {
   const n = names("t1abc");
   assert.equal(n.subjects.mailReceived("acme", "support"), "t1abc.acme.mail.received.support");

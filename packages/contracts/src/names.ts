@@ -110,6 +110,11 @@ export interface Names {
   readonly buckets: BucketNames;
   /** Key of a mailbox in the KV buckets (`<tenant>.<mailbox>`). */
   mailboxKey(tenant: string, mailbox: string): string;
+  /**
+   * Key of a mailbox's outgoing (SMTP) status in the mailbox-status bucket
+   * (`<tenant>.<mailbox>.smtp`), written by smtp-sender beside the poller's entry, never over it.
+   */
+  mailboxSmtpKey(tenant: string, mailbox: string): string;
 }
 
 /** Builds every name under one namespace root (default `postroom`). */
@@ -171,5 +176,6 @@ export function names(root = "postroom"): Names {
       rawMail: `${root}-raw-mail`,
     },
     mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
+    mailboxSmtpKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.smtp`,
   };
 }

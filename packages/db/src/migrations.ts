@@ -152,4 +152,21 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_ref ON audit_events (ref);
 `,
   },
+  {
+    version: 30,
+    name: "sends-recovery",
+    // smtp-sender keeps what it needs to finish a send after a crash without composing it again:
+    // the raw message (already in the object store before the first SMTP attempt), the envelope
+    // and the threading headers, so a redelivered command whose row says "sent" can still publish
+    // mail.sent without touching the SMTP server again.
+    sql: `
+ALTER TABLE sends ADD COLUMN raw_object text;
+ALTER TABLE sends ADD COLUMN raw_size bigint;
+ALTER TABLE sends ADD COLUMN raw_sha256 text;
+ALTER TABLE sends ADD COLUMN envelope jsonb;
+ALTER TABLE sends ADD COLUMN in_reply_to text;
+ALTER TABLE sends ADD COLUMN reply_references text[] NOT NULL DEFAULT '{}';
+ALTER TABLE sends ADD COLUMN sent_at timestamptz;
+`,
+  },
 ];
