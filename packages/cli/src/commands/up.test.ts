@@ -150,7 +150,7 @@ describe("postroom up", () => {
     const env = { ...process.env };
     delete env.NATS_URL;
     delete env.DATABASE_URL;
-    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", "--input-type=module", "-e", script, "--", "--config", join(dir, "ok.yaml"), "--only", "archiver"], {
+    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", "--input-type=module", "-e", script, "--", "--config", join(dir, "ok.yaml"), "--only", "archiver", "--data-dir", join(dir, "data2")], {
       cwd: ROOT,
       env,
       stdio: ["ignore", "pipe", "pipe"],

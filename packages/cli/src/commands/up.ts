@@ -4,7 +4,6 @@
  * five services under a Supervisor until Ctrl-C / SIGTERM.
  */
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -196,8 +195,8 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
 
   try {
     // 4. Dependencies.
+    // Created only when a server of our own needs it.
     const dataDir = resolve(cwd, args["data-dir"] ?? ".postroom");
-    await mkdir(dataDir, { recursive: true });
     let nats: RunningDependency;
     let database: RunningDependency;
     try {
