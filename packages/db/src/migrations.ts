@@ -169,4 +169,22 @@ ALTER TABLE sends ADD COLUMN reply_references text[] NOT NULL DEFAULT '{}';
 ALTER TABLE sends ADD COLUMN sent_at timestamptz;
 `,
   },
+  {
+    version: 10,
+    name: "archive disk alerts and retention",
+    sql: `
+-- One row per archive root: the disk alert state machine (ok / warning / critical) and when the
+-- last alert or reminder went out. Updated compare-and-set, so with several archiver replicas
+-- exactly one of them raises each alert.
+CREATE TABLE archive_disk_state (
+  archive_path  text PRIMARY KEY,
+  level         text NOT NULL DEFAULT 'ok' CHECK (level IN ('ok', 'warning', 'critical')),
+  alerted_at    timestamptz,
+  updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Retention: find a mailbox's messages older than N days whose files are still on disk.
+CREATE INDEX messages_retention ON messages (tenant, mailbox, received_at) WHERE purged_at IS NULL;
+`,
+  },
 ];
