@@ -30,3 +30,5 @@ export type { Daemon, SpawnDaemonOptions } from "./daemon.js";
 export { onProcessExit } from "./cleanup.js";
 export { LineSocket } from "./line-socket.js";
 export type { LineSocketOptions } from "./line-socket.js";
+export { SoftdialSimulator } from "./softdial-simulator.js";
+export type { SoftdialSimulatorOptions, SimRoute, SimQueue, SimFrame, SimSession } from "./softdial-simulator.js";

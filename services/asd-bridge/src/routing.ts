@@ -42,3 +42,60 @@ export function route(mailbox: Mailbox, mail: Pick<MailArchived, "from" | "to" |
   const automatic = kind !== undefined && !routing.offerAutomatic;
   return { offer: mail.offer && !automatic, queue: routing.defaultQueue, rule: automatic ? `automatic mail (${kind})` : "default" };
 }
+
+/** A routing or queue setting that cannot work, with where it is in the config file. */
+export interface RoutingProblem {
+  path: string;
+  problem: string;
+}
+
+/** Refused at start: the bridge will not run with a rule set it cannot apply. */
+export class RoutingConfigError extends Error {
+  override name = "RoutingConfigError";
+  constructor(readonly problems: RoutingProblem[]) {
+    super(`the routing configuration cannot be used:\n${problems.map((p) => `  ${p.path}: ${p.problem}`).join("\n")}`);
+  }
+}
+
+/**
+ * Checks every mailbox's rules before any mail is routed: a regular expression that does not
+ * compile, a rule that matches nothing, a queue that no agent serves on a built-in tenant, an
+ * overflow that points nowhere. The config schema has already checked the shape.
+ */
+export function validateRouting(config: { tenants: { id: string; acd: { type: string }; agents: { id: string; queues: string[] }[]; queues?: { id: string; timeoutSeconds?: number | undefined; overflow?: string | undefined }[]; mailboxes: Mailbox[] }[] }): RoutingProblem[] {
+  const problems: RoutingProblem[] = [];
+  for (const [ti, tenant] of config.tenants.entries()) {
+    const served = new Set(tenant.agents.flatMap((a) => a.queues));
+    const configured = new Set((tenant.queues ?? []).map((q) => q.id));
+    for (const [qi, q] of (tenant.queues ?? []).entries()) {
+      if (q.overflow !== undefined && q.overflow === q.id) problems.push({ path: `tenants[${ti}].queues[${qi}].overflow`, problem: "a queue cannot overflow into itself" });
+      if (q.overflow !== undefined && q.timeoutSeconds === undefined) problems.push({ path: `tenants[${ti}].queues[${qi}].timeoutSeconds`, problem: "an overflow queue needs timeoutSeconds" });
+    }
+    for (const [mi, mailbox] of tenant.mailboxes.entries()) {
+      const base = `tenants[${ti}].mailboxes[${mi}].routing`;
+      const queues = [{ path: `${base}.defaultQueue`, queue: mailbox.routing.defaultQueue }];
+      for (const [ri, rule] of mailbox.routing.rules.entries()) {
+        const at = `${base}.rules[${ri}]`;
+        if (!rule.from && !rule.to && !rule.cc && !rule.subject && !rule.kind) problems.push({ path: at, problem: "the rule has no condition (from, to, cc, subject or kind), so it would catch every email; use defaultQueue instead" });
+        for (const field of ["from", "to", "cc", "subject"] as const) {
+          const m = rule[field];
+          if (m && "regex" in m) {
+            try {
+              new RegExp(m.regex, "i");
+            } catch (error) {
+              problems.push({ path: `${at}.${field}.regex`, problem: `not a valid regular expression (${(error as Error).message})` });
+            }
+          }
+          if (m && "domain" in m && (m.domain.includes("@") || m.domain.trim() === "")) problems.push({ path: `${at}.${field}.domain`, problem: "give the domain alone, e.g. example.com" });
+        }
+        if (rule.queue) queues.push({ path: `${at}.queue`, queue: rule.queue });
+      }
+      if (tenant.acd.type === "builtin" && tenant.agents.length > 0) {
+        for (const q of queues) {
+          if (!served.has(q.queue) && !configured.has(q.queue)) problems.push({ path: q.path, problem: `queue "${q.queue}" is served by no agent and not listed under queues: its sessions would wait forever` });
+        }
+      }
+    }
+  }
+  return problems;
+}
