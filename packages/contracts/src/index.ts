@@ -4,3 +4,4 @@ export { streamDefinitions } from "./streams.js";
 export type { StreamDefinition, StreamOptions } from "./streams.js";
 export * from "./messages.js";
 export { IngestControl, ingestKey } from "./control.js";
+export { MailboxLease, ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys, isStalled } from "./ingestion.js";

@@ -216,6 +216,14 @@ export const MailboxStatus = z.object({
     .object({ message: z.string(), code: z.string().nullable(), fix: z.string().nullable(), at: isoTime })
     .nullable(),
   updatedAt: isoTime,
+  /** "imap" or "pop3" (absent in entries written before it existed). */
+  protocol: z.enum(["imap", "pop3"]).optional(),
+  /** The mailbox's check interval, so readers can tell a stalled mailbox (see `isStalled`). */
+  checkIntervalSeconds: z.number().int().positive().optional(),
+  /** When the current owner started working on the mailbox. */
+  startedAt: isoTime.optional(),
+  /** Messages published since the current owner started. */
+  published: z.number().int().nonnegative().optional(),
 });
 export type MailboxStatus = z.infer<typeof MailboxStatus>;
 

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { InvalidTokenError, names } from "./names.js";
-import { MailReceived, messageKey } from "./messages.js";
+import { MailReceived, messageKey, type MailboxStatus } from "./messages.js";
+import { isStalled, leaseKey, replicaKey, replicaKeys } from "./ingestion.js";
 import { streamDefinitions } from "./streams.js";
 
 // Golden lists: a rename of any subject, stream, consumer or bucket shows up here as a reviewed diff.
@@ -73,7 +74,7 @@ test("consumers and buckets", () => {
     ],
     ["archiver", "archiver-acme", "archiver-sent", "asd-bridge", "smtp-sender", "imap-poller-acme-support"],
   );
-  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail"]);
+  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail", "postroom-ingested"]);
 });
 
 test("mailbox status keys: the poller's entry and smtp-sender's entry beside it", () => {
@@ -114,4 +115,22 @@ test("payloads without version v1 are refused", () => {
   };
   assert.equal(MailReceived.safeParse(good).success, true);
   assert.equal(MailReceived.safeParse({ ...good, version: "v2" }).success, false);
+});
+
+test("poller leases and replica heartbeats have their own keys in the leases bucket", () => {
+  assert.equal(leaseKey("acme", "support"), "lease.acme.support");
+  assert.equal(replicaKey("imap-poller-a1"), "replica.imap-poller-a1");
+  assert.equal(replicaKeys, "replica.>");
+});
+
+test("a mailbox that has not completed a check within three intervals is stalled, unless it says why", () => {
+  const base: MailboxStatus = {
+    version: "v1", tenant: "acme", mailbox: "support", state: "idle", owner: "r1",
+    lastCheckAt: "2026-11-28T10:00:00.000Z", lastMessageAt: null, backlog: 0, lastError: null,
+    updatedAt: "2026-11-28T10:00:00.000Z",
+  };
+  assert.equal(isStalled(base, 60, new Date("2026-11-28T10:02:59.000Z")), false);
+  assert.equal(isStalled(base, 60, new Date("2026-11-28T10:03:01.000Z")), true);
+  assert.equal(isStalled({ ...base, state: "needs-admin" }, 60, new Date("2026-11-28T11:00:00.000Z")), false);
+  assert.equal(isStalled({ ...base, lastCheckAt: null, startedAt: "2026-11-28T10:00:00.000Z" }, 10, new Date("2026-11-28T10:00:31.000Z")), true);
 });

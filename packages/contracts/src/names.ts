@@ -100,6 +100,11 @@ export interface BucketNames {
   control: string;
   /** Object store: raw messages between imap-poller and archiver. */
   rawMail: string;
+  /**
+   * KV: per mailbox folder, the message keys imap-poller published, indexed by Message-ID +
+   * SHA-256 of the raw message, so a folder whose UIDVALIDITY changed is re-mapped, not re-offered.
+   */
+  ingested: string;
 }
 
 export interface Names {
@@ -174,6 +179,7 @@ export function names(root = "postroom"): Names {
       mailboxStatus: `${root}-mailbox-status`,
       control: `${root}-control`,
       rawMail: `${root}-raw-mail`,
+      ingested: `${root}-ingested`,
     },
     mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
     mailboxSmtpKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.smtp`,
