@@ -187,4 +187,22 @@ CREATE TABLE archive_disk_state (
 CREATE INDEX messages_retention ON messages (tenant, mailbox, received_at) WHERE purged_at IS NULL;
 `,
   },
+  {
+    version: 20,
+    name: "acd callbacks and session lookups",
+    sql: `
+-- Inbound ACD callbacks (webhook adapter), keyed by the ACD's event id: a replayed callback
+-- finds its row and changes nothing.
+CREATE TABLE acd_callbacks (
+  tenant       text NOT NULL,
+  event_id     text NOT NULL,
+  session_id   uuid NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  kind         text NOT NULL,
+  received_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant, event_id)
+);
+-- An agent's own sessions (the agent API lists them on every refresh).
+CREATE INDEX sessions_agent ON sessions (tenant, agent, state);
+`,
+  },
 ];

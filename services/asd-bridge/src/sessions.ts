@@ -40,16 +40,106 @@ export class SessionStore {
     return { ...row, created: false };
   }
 
-  /** Moves a session to a new state and records it in the history. */
-  async transition(id: string, state: string, detail: Record<string, unknown> = {}, extra: { agent?: string; outcome?: string } = {}): Promise<void> {
-    await this.pool.query(
+  /**
+   * Moves a session to a new state and records it in the history. `agent: null` clears the
+   * holder (back to a queue); leaving it out keeps it. `queue` moves it (overflow, transfer).
+   * A completed or failed session stays so: a late event from an ACD does not reopen it.
+   */
+  async transition(id: string, state: SessionState, detail: Record<string, unknown> = {}, extra: { agent?: string | null; outcome?: string; queue?: string } = {}): Promise<boolean> {
+    const r = await this.pool.query(
       `WITH s AS (
          UPDATE sessions SET state = $2, updated_at = now(),
            offered_at = CASE WHEN $2 = 'offered' THEN now() ELSE offered_at END,
-           agent = COALESCE($4, agent), outcome = COALESCE($5, outcome)
-         WHERE id = $1 RETURNING id)
+           agent = CASE WHEN $6 THEN $4 ELSE agent END, outcome = COALESCE($5, outcome), queue = COALESCE($7, queue)
+         WHERE id = $1 AND state NOT IN ('completed', 'failed') RETURNING id)
        INSERT INTO session_events (session_id, state, detail) SELECT id, $2, $3 FROM s`,
-      [id, state, JSON.stringify(detail), extra.agent ?? null, extra.outcome ?? null],
+      [id, state, JSON.stringify(detail), extra.agent ?? null, extra.outcome ?? null, "agent" in extra, extra.queue ?? null],
     );
+    return (r.rowCount ?? 0) > 0;
   }
+
+  /** Sessions an ACD still has to hear about after a restart (not final, already released once). */
+  async unfinished(tenant: string): Promise<{ id: string; mailbox: string; queue: string; state: string; agent: string | null; offered_at: Date | null }[]> {
+    const r = await this.pool.query<{ id: string; mailbox: string; queue: string; state: string; agent: string | null; offered_at: Date | null }>(
+      `SELECT id, mailbox, queue, state, agent, offered_at FROM sessions
+       WHERE tenant = $1 AND state NOT IN ('created', 'completed', 'failed') ORDER BY offered_at, created_at`,
+      [tenant],
+    );
+    return r.rows;
+  }
+
+  /** The state history of a session, oldest first. */
+  async history(id: string): Promise<{ state: string; at: Date; detail: Record<string, unknown> }[]> {
+    const r = await this.pool.query<{ state: string; at: Date; detail: Record<string, unknown> }>("SELECT state, at, detail FROM session_events WHERE session_id = $1 ORDER BY id", [id]);
+    return r.rows;
+  }
+
+  /**
+   * One session with its email, only if it belongs to this tenant (and agent, when given): the
+   * API's tenant boundary is this WHERE clause, so a foreign id reads exactly like a missing one.
+   */
+  async forAgent(tenant: string, id: string, agent?: string): Promise<SessionDetail | undefined> {
+    if (!UUID.test(id)) return undefined;
+    const r = await this.pool.query<SessionDetail>(
+      `SELECT s.id, s.tenant, s.mailbox, s.queue, s.state, s.agent, s.outcome, s.warnings, s.created_at, s.offered_at,
+              m.id AS message_row, m.message_key, m.subject, m.from_address, m.date_header, m.received_at, m.text_body, m.html_body,
+              m.archive_path, m.rfc_message_id, m.parse_error
+       FROM sessions s JOIN messages m ON m.id = s.message_id
+       WHERE s.id = $1 AND s.tenant = $2 AND ($3::text IS NULL OR s.agent = $3)`,
+      [id, tenant, agent ?? null],
+    );
+    return r.rows[0];
+  }
+
+  async addresses(messageRow: string): Promise<{ role: string; address: string; name: string | null }[]> {
+    const r = await this.pool.query<{ role: string; address: string; name: string | null }>("SELECT role, address, name FROM addresses WHERE message_id = $1", [messageRow]);
+    return r.rows;
+  }
+
+  async attachments(messageRow: string): Promise<{ part_index: number; original_name: string | null; stored_name: string; content_type: string; size: string; inline: boolean; content_id: string | null }[]> {
+    const r = await this.pool.query<{ part_index: number; original_name: string | null; stored_name: string; content_type: string; size: string; inline: boolean; content_id: string | null }>(
+      "SELECT part_index, original_name, stored_name, content_type, size, inline, content_id FROM attachments WHERE message_id = $1 ORDER BY part_index",
+      [messageRow],
+    );
+    return r.rows;
+  }
+
+  /** Sessions an agent holds, newest first. */
+  async ofAgent(tenant: string, agent: string): Promise<{ id: string; mailbox: string; queue: string; state: string; subject: string; from_address: string; offered_at: Date | null }[]> {
+    const r = await this.pool.query<{ id: string; mailbox: string; queue: string; state: string; subject: string; from_address: string; offered_at: Date | null }>(
+      `SELECT s.id, s.mailbox, s.queue, s.state, m.subject, m.from_address, s.offered_at FROM sessions s JOIN messages m ON m.id = s.message_id
+       WHERE s.tenant = $1 AND s.agent = $2 AND s.state IN ('assigned', 'delivered') ORDER BY s.offered_at DESC`,
+      [tenant, agent],
+    );
+    return r.rows;
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The lifecycle states a session passes through; each change is a row in session_events. */
+export type SessionState = "created" | "offered" | "queued" | "assigned" | "delivered" | "transferred" | "completed" | "timed-out" | "failed";
+
+export interface SessionDetail {
+  id: string;
+  tenant: string;
+  mailbox: string;
+  queue: string;
+  state: string;
+  agent: string | null;
+  outcome: string | null;
+  warnings: string[];
+  created_at: Date;
+  offered_at: Date | null;
+  message_row: string;
+  message_key: string;
+  subject: string;
+  from_address: string;
+  date_header: Date | null;
+  received_at: Date;
+  text_body: string | null;
+  html_body: string | null;
+  archive_path: string;
+  rfc_message_id: string;
+  parse_error: string | null;
 }
