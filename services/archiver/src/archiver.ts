@@ -1,16 +1,29 @@
-import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { archiveSettingsFor, findMailbox, type PostroomConfig } from "@postroom/config";
+import { setTimeout as sleep } from "node:timers/promises";
+import { archiveSettingsFor, findMailbox, type ArchiveSettings, type PostroomConfig } from "@postroom/config";
 import { MailReceived, MailSent, type MailArchived, type Names, type ObjectRef } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
-import { ack, DurableConsumer, jetStreamOf, openObjectStore, publishJson, type NatsConnection, type ObjectStore, type Verdict } from "@postroom/nats-kit";
+import {
+  ack,
+  DurableConsumer,
+  jetStreamOf,
+  openKv,
+  openObjectStore,
+  publishJson,
+  type JsMsg,
+  type NatsConnection,
+  type ObjectStore,
+  type Verdict,
+} from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
-import type { AddressObject, ParsedMail } from "mailparser";
 import { detectAutomatic } from "./automatic.js";
-import { cleanStaging, messageFolder, outboundFolder, StagedFolder } from "./disk.js";
-import { sanitizeFileName } from "./filenames.js";
-import { parseMessage, type ParseLimits } from "./parse.js";
-import { HistoryStore, type AttachmentRow, type MessageRow } from "./store.js";
+import { isDatabaseUnavailable } from "./database.js";
+import { cleanStaging, isDiskFull, messageFolder, outboundFolder, StagedFolder } from "./disk.js";
+import { DiskGuard, type DiskSnapshot, type GuardedMailbox } from "./disk-guard.js";
+import type { ParseLimits } from "./parse.js";
+import { ParsePool } from "./parse-pool.js";
+import { purgeExpired, type PurgeReport } from "./retention.js";
+import { HistoryStore, type MessageRow } from "./store.js";
 
 export interface ArchiverOptions {
   nc: NatsConnection;
@@ -21,40 +34,126 @@ export interface ArchiverOptions {
   /** Consume only these tenants (per-tenant deployments); all when absent. */
   tenant?: string;
   parseLimits?: Partial<ParseLimits>;
+  /** Messages archived at once (default 1: in order, so a reply never overtakes its original). */
+  concurrency?: number;
+  /** Disk guard tunables; see DiskGuardOptions. */
+  disk?: { minFreeBytes?: number; checkIntervalMs?: number; rescanIntervalMs?: number; reminderMs?: number; hysteresisPercent?: number };
+  /** How often retention runs (default 6 h); it also runs at start. */
+  retentionIntervalMs?: number;
+  /** Written into ingestion control entries (default `archiver-<pid>`). */
+  replicaId?: string;
 }
 
 /**
+ * Counters and the disk guards' last measurements: the seam the metrics work reads from
+ * (postroom_archiver_*), kept free of any telemetry dependency.
+ */
+export interface ArchiverStats {
+  /** Received messages newly archived. */
+  archived: number;
+  /** Agents' replies newly archived. */
+  sentArchived: number;
+  /** Deliveries of a message already archived (confirmed again, nothing written). */
+  redeliveries: number;
+  parseErrors: number;
+  parseTimeouts: number;
+  /** Bytes added to the archives (message folders, all files). */
+  bytesWritten: number;
+  /** Messages left unacknowledged because the archive was full. */
+  refusedFull: number;
+  purgedMessages: number;
+  purgedBytes: number;
+  /** Per archive root: usage, quota, free space, alert level, paused. */
+  disks(): DiskSnapshot[];
+}
+
+type Staged =
+  | { kind: "ok"; row: Omit<MessageRow, "messageKey" | "tenant" | "mailbox" | "direction" | "protocol" | "folder" | "uidValidity" | "uid" | "uidl" | "receivedAt" | "archivePath" | "oversize" | "offer">; bytes: number }
+  | { kind: "missing" }
+  | { kind: "full"; reason: string; bytes: number };
+
+/**
  * Writes every received (and every sent) message to disk and PostgreSQL, then confirms with
- * "archived". Idempotent by message key: a redelivery finds the row and confirms again.
+ * "archived". Idempotent by message key: a redelivery finds the row and confirms again. Parses in
+ * a worker pool; checks each archive's room first and pauses ingestion when it is full; holds the
+ * message in hand while PostgreSQL is away.
  */
 export class Archiver {
   #received: DurableConsumer<MailReceived> | undefined;
   #sent: DurableConsumer<MailSent> | undefined;
   #raw: ObjectStore | undefined;
+  #retentionTimer: NodeJS.Timeout | undefined;
+  #retentionRun: Promise<PurgeReport[]> | undefined;
   readonly #store: HistoryStore;
   readonly #js;
-  readonly #limits: ParseLimits;
+  readonly #parser: ParsePool;
+  readonly #guards = new Map<string, DiskGuard>();
+  readonly #stopping = new AbortController();
+  readonly stats: ArchiverStats;
 
   constructor(private readonly o: ArchiverOptions) {
     this.#store = new HistoryStore(o.pool);
     this.#js = jetStreamOf(o.nc);
-    this.#limits = { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000, ...o.parseLimits };
+    this.#parser = new ParsePool(o.parseLimits);
+    this.stats = {
+      archived: 0,
+      sentArchived: 0,
+      redeliveries: 0,
+      parseErrors: 0,
+      parseTimeouts: 0,
+      bytesWritten: 0,
+      refusedFull: 0,
+      purgedMessages: 0,
+      purgedBytes: 0,
+      disks: () => [...this.#guards.values()].map((g) => g.snapshot()),
+    };
   }
 
   async start(): Promise<void> {
-    const { nc, names, config, tenant } = this.o;
-    const roots = new Set([config.archive.path, ...config.tenants.flatMap((t) => t.mailboxes.map((m) => archiveSettingsFor(config, m).path))]);
-    for (const root of roots) await cleanStaging(root);
+    const { nc, names, config, tenant, pool, logger } = this.o;
+    const mailboxes = config.tenants.filter((t) => tenant === undefined || t.id === tenant).flatMap((t) => t.mailboxes.map((m) => ({ tenant: t.id, mailbox: m })));
+    const byRoot = new Map<string, { settings: ArchiveSettings; mailboxes: GuardedMailbox[] }>();
+    for (const { tenant: t, mailbox: m } of mailboxes) {
+      const settings = archiveSettingsFor(config, m);
+      // Mailboxes sharing a folder share its usage, so they share one guard (and its quota: the first mailbox's settings).
+      const entry = byRoot.get(settings.path) ?? { settings, mailboxes: [] };
+      entry.mailboxes.push({ tenant: t, mailbox: m.id, canSend: m.smtp !== undefined });
+      byRoot.set(settings.path, entry);
+      await pool.query("INSERT INTO mailboxes (tenant, mailbox, address) VALUES ($1, $2, $3) ON CONFLICT (tenant, mailbox) DO UPDATE SET address = EXCLUDED.address", [
+        t,
+        m.id,
+        m.address,
+      ]);
+    }
     this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: 7 * 24 * 3600 * 1000 });
+    const control = await openKv(nc, names.buckets.control, { replicas: config.nats.replicas });
+    for (const [root, { settings, mailboxes: guarded }] of byRoot) {
+      await cleanStaging(root);
+      const guard = new DiskGuard({
+        root,
+        settings,
+        mailboxes: guarded,
+        names,
+        js: this.#js,
+        control,
+        pool,
+        logger,
+        by: this.o.replicaId ?? `archiver-${process.pid}`,
+        ...this.o.disk,
+      });
+      await guard.start();
+      this.#guards.set(root, guard);
+    }
     const onProblem = (p: { subject: string; reason: string; action: string; error?: unknown }) =>
-      this.o.logger.warn({ subject: p.subject, reason: p.reason, action: p.action, ...(p.error ? errorFields(p.error) : {}) }, "message not archived yet");
+      logger.warn({ subject: p.subject, reason: p.reason, action: p.action, ...(p.error ? errorFields(p.error) : {}) }, "message not archived yet");
     this.#received = new DurableConsumer({
       nc,
       stream: names.streams.mail,
       durable: names.consumers.archiverReceived(tenant),
       filterSubject: names.subjects.wildcard.mailReceived(tenant),
       schema: MailReceived,
-      handler: (e) => this.#onReceived(e),
+      handler: (e, msg) => this.#patiently(msg, () => this.#onReceived(e)),
+      maxAckPending: this.o.concurrency ?? 1,
       onProblem,
     });
     this.#sent = new DurableConsumer({
@@ -63,16 +162,81 @@ export class Archiver {
       durable: names.consumers.archiverSent(tenant),
       filterSubject: names.subjects.wildcard.mailSent(tenant),
       schema: MailSent,
-      handler: (e) => this.#onSent(e),
+      handler: (e, msg) => this.#patiently(msg, () => this.#onSent(e)),
       onProblem,
     });
     await this.#received.start();
     await this.#sent.start();
+    this.#retentionRun = this.purgeNow();
+    this.#retentionTimer = setInterval(() => {
+      this.#retentionRun ??= this.purgeNow();
+    }, this.o.retentionIntervalMs ?? 6 * 3600_000);
+    this.#retentionTimer.unref();
   }
 
   async stop(): Promise<void> {
+    // Wake handlers waiting for PostgreSQL so the consumers can finish; then stop taking messages
+    // (the ones in hand complete or go back unacknowledged); then the guards, retention and the
+    // parser, which the handlers used.
+    this.#stopping.abort();
     await this.#received?.stop();
     await this.#sent?.stop();
+    clearInterval(this.#retentionTimer);
+    await this.#retentionRun?.catch(() => undefined);
+    for (const g of this.#guards.values()) await g.stop();
+    await this.#parser.stop();
+  }
+
+  /**
+   * Retention: for each mailbox with `retentionDays`, removes the files of older messages and
+   * marks their rows purged. Also runs at start and every `retentionIntervalMs`.
+   */
+  async purgeNow(): Promise<PurgeReport[]> {
+    const reports: PurgeReport[] = [];
+    try {
+      for (const t of this.o.config.tenants) {
+        if (this.o.tenant !== undefined && t.id !== this.o.tenant) continue;
+        for (const m of t.mailboxes) {
+          const settings = archiveSettingsFor(this.o.config, m);
+          if (settings.retentionDays === undefined) continue;
+          const report = await purgeExpired({ pool: this.o.pool, root: settings.path, tenant: t.id, mailbox: m.id, retentionDays: settings.retentionDays });
+          reports.push(report);
+          this.stats.purgedMessages += report.messages;
+          this.stats.purgedBytes += report.bytes;
+          if (report.messages > 0) {
+            this.o.logger.info({ ...report, retentionDays: settings.retentionDays }, "retention purged message files; rows kept");
+            await this.#guards.get(settings.path)?.released(report.bytes);
+          }
+        }
+      }
+    } catch (error) {
+      this.o.logger.warn(errorFields(error), "retention run failed; retrying at the next run");
+    } finally {
+      this.#retentionRun = undefined;
+    }
+    return reports;
+  }
+
+  /**
+   * Runs one message's work; while PostgreSQL is unreachable, waits with the message in hand
+   * (telling JetStream it is still being worked on) and tries again, so a database outage pauses
+   * the archive in order and it catches up as soon as the database is back. Everything the work
+   * does is idempotent, so running it again after a half-done attempt is safe.
+   */
+  async #patiently(msg: JsMsg, work: () => Promise<Verdict>): Promise<Verdict> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await work();
+      } catch (error) {
+        if (!isDatabaseUnavailable(error) || this.#stopping.signal.aborted) throw error;
+        if (attempt === 1 || attempt % 10 === 0) this.o.logger.warn({ attempt, ...errorFields(error) }, "database unavailable; holding the message until it returns");
+        msg.working();
+        const delay = Math.min(5_000, 250 * 2 ** Math.min(attempt, 5));
+        await sleep(delay / 2 + Math.random() * (delay / 2), undefined, { signal: this.#stopping.signal }).catch(() => undefined);
+        if (this.#stopping.signal.aborted) throw error;
+        msg.working();
+      }
+    }
   }
 
   async #onReceived(e: MailReceived): Promise<Verdict> {
@@ -84,14 +248,15 @@ export class Archiver {
     if (!stored) {
       const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
       const target = messageFolder(root, e.source, new Date(e.receivedAt));
-      const built = await this.#writeMessage(root, target, e.raw);
-      if (!built) {
+      const staged = await this.#writeMessage(root, target, e.raw);
+      if (staged.kind === "missing") {
         // The raw object is gone but no row exists: the poller must fetch it again.
         return { action: "term", reason: "raw message missing from the object store; the poller re-fetches after a cursor reset" };
       }
+      if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.bytes);
       const s = e.source;
       const full: MessageRow = {
-        ...built,
+        ...staged.row,
         messageKey: e.messageKey,
         tenant: s.tenant,
         mailbox: s.mailbox,
@@ -108,8 +273,14 @@ export class Archiver {
       };
       stored = await this.#store.insert(full);
       row = full;
+      if (stored.inserted) {
+        this.stats.archived++;
+        this.stats.bytesWritten += staged.bytes;
+        await this.#guards.get(root)?.committed(staged.bytes);
+      }
       log.info({ inserted: stored.inserted, parseError: full.parseError, size: full.size }, "message archived");
     } else {
+      this.stats.redeliveries++;
       log.info("message already archived; confirming again");
     }
     const details = row ?? (await this.#describe(stored.id));
@@ -147,10 +318,11 @@ export class Archiver {
     if (await this.#store.find(key)) return ack;
     const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
     const target = outboundFolder(root, e.tenant, e.mailbox, e.commandId, new Date(e.sentAt));
-    const built = await this.#writeMessage(root, target, e.raw);
-    if (!built) return { action: "term", reason: "sent message missing from the object store" };
-    await this.#store.insert({
-      ...built,
+    const staged = await this.#writeMessage(root, target, e.raw);
+    if (staged.kind === "missing") return { action: "term", reason: "sent message missing from the object store" };
+    if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.bytes);
+    const stored = await this.#store.insert({
+      ...staged.row,
       messageKey: key,
       tenant: e.tenant,
       mailbox: e.mailbox,
@@ -169,9 +341,23 @@ export class Archiver {
       oversize: false,
       offer: false,
     });
+    if (stored.inserted) {
+      this.stats.sentArchived++;
+      this.stats.bytesWritten += staged.bytes;
+      await this.#guards.get(root)?.committed(staged.bytes);
+    }
     await this.#raw!.delete(e.raw.name).catch(() => undefined);
     this.o.logger.info({ tenant: e.tenant, mailbox: e.mailbox, commandId: e.commandId }, "sent message archived");
     return ack;
+  }
+
+  /** The archive cannot take this message: pause ingestion, alert, and leave the message unacknowledged. */
+  async #refuse(root: string, reason: string, bytes: number): Promise<Verdict> {
+    this.stats.refusedFull++;
+    const guard = this.#guards.get(root);
+    await guard?.block(reason, bytes);
+    // Redelivered after the guard's check interval; by then it knows whether there is room.
+    return { action: "retry", delayMs: this.o.disk?.checkIntervalMs ?? 15_000, reason };
   }
 
   async #describe(id: string) {
@@ -200,51 +386,58 @@ export class Archiver {
   }
 
   /**
-   * Streams the raw message to disk, parses it, writes its parts and metadata, and moves the
-   * folder into place. Returns undefined when the raw object no longer exists.
+   * Streams the raw message into a staging folder, parses it in the worker pool (which writes the
+   * parts), writes meta.json, checks the result fits the archive's quota, and moves the folder
+   * into place. A full disk discards the staging folder and says so; nothing half-written remains.
    */
-  async #writeMessage(root: string, target: string, raw: ObjectRef) {
+  async #writeMessage(root: string, target: string, raw: ObjectRef): Promise<Staged> {
+    const guard = this.#guards.get(root);
+    if (guard) {
+      const room = await guard.admit(raw.size);
+      if (!room.ok) return { kind: "full", reason: room.reason, bytes: raw.size };
+    }
     const object = await this.#raw!.get(raw.name);
-    if (!object) return undefined;
+    if (!object) return { kind: "missing" };
     const staged = await StagedFolder.create(root);
     try {
       const written = await staged.writeStream("message.eml", object.data);
-      if (!(await object.error)) {
-        /* the object store verified its own digest */
-      }
       if (written.sha256 !== raw.sha256) throw new Error(`raw message hash mismatch: expected ${raw.sha256}, read ${written.sha256}`);
-      const parsed = await parseMessage(join(staged.path, "message.eml"), written.size, this.#limits);
-      const mail = parsed.ok ? parsed.mail : undefined;
-      const attachments = await this.#writeParts(staged, mail);
-      const headers: [string, string][] = mail ? mail.headerLines.map((h) => [h.key, h.line]) : [];
-      const headerMap = new Map<string, string>(mail ? mail.headerLines.map((h) => [h.key, h.line.slice(h.line.indexOf(":") + 1).trim()]) : []);
-      const from = firstAddress(mail?.from);
-      const rfcMessageId = mail?.messageId ?? `<${written.sha256.slice(0, 32)}@derived.postroom.invalid>`;
-      const refs = mail?.references === undefined ? [] : Array.isArray(mail.references) ? mail.references : [mail.references];
+      const parsed = await this.#parser.parse(join(staged.path, "message.eml"), staged.partsPath, written.size);
+      const mail = parsed.ok ? parsed.summary : undefined;
+      if (!parsed.ok) {
+        this.stats.parseErrors++;
+        if (parsed.timedOut) this.stats.parseTimeouts++;
+      }
+      if (mail) staged.addBytes(mail.partBytes);
+      const headerMap = new Map<string, string>(mail ? mail.headerLines.map(([key, line]) => [key, line.slice(line.indexOf(":") + 1).trim()]) : []);
+      const from = mail?.from ?? null;
       const row = {
-        rfcMessageId,
+        // A message without Message-ID gets a stable one derived from its bytes: the same
+        // message always gets the same id, and threading can still point at it.
+        rfcMessageId: mail?.messageId ?? `<${written.sha256.slice(0, 32)}@derived.postroom.invalid>`,
         inReplyTo: mail?.inReplyTo ?? null,
-        references: refs,
+        references: mail?.references ?? [],
         subject: mail?.subject ?? "",
         from,
-        to: addresses(mail?.to),
-        cc: addresses(mail?.cc),
-        bcc: addresses(mail?.bcc),
-        dateHeader: mail?.date && !Number.isNaN(mail.date.getTime()) ? mail.date : null,
+        to: mail?.to ?? [],
+        cc: mail?.cc ?? [],
+        bcc: mail?.bcc ?? [],
+        dateHeader: mail?.date ? new Date(mail.date) : null,
         size: written.size,
         sha256: written.sha256,
-        headers,
+        headers: mail?.headerLines ?? [],
         textBody: mail?.text ?? null,
-        htmlBody: typeof mail?.html === "string" ? mail.html : null,
-        flags: detectAutomatic(headerMap, from?.address ?? "", headerMap.get("content-type") ?? ""),
+        htmlBody: mail?.html ?? null,
+        flags: detectAutomatic(headerMap, from?.address ?? "", mail?.contentType ?? ""),
         parseError: parsed.ok ? null : parsed.error,
-        attachments,
+        attachments: mail?.attachments ?? [],
       };
       await staged.writeFile(
         "meta.json",
         JSON.stringify(
           {
             rfcMessageId: row.rfcMessageId,
+            messageIdDerived: !mail?.messageId,
             subject: row.subject,
             from: row.from,
             to: row.to,
@@ -254,50 +447,23 @@ export class Archiver {
             sha256: row.sha256,
             flags: row.flags,
             parseError: row.parseError,
-            attachments,
+            attachments: row.attachments,
           },
           null,
           2,
         ),
       );
+      const fits = guard?.fits(staged.bytes) ?? { ok: true };
+      if (!fits.ok) {
+        await staged.discard();
+        return { kind: "full", reason: fits.reason, bytes: staged.bytes };
+      }
       await staged.commit(target);
-      return row;
+      return { kind: "ok", row, bytes: staged.bytes };
     } catch (error) {
       await staged.discard();
+      if (isDiskFull(error)) return { kind: "full", reason: `archive filesystem full while writing (${(error as NodeJS.ErrnoException).code})`, bytes: 2 * raw.size };
       throw error;
     }
   }
-
-  async #writeParts(staged: StagedFolder, mail: ParsedMail | undefined): Promise<AttachmentRow[]> {
-    if (!mail) return [];
-    const taken = new Set<string>();
-    const rows: AttachmentRow[] = [];
-    let index = 0;
-    for (const a of mail.attachments) {
-      index++;
-      const storedName = sanitizeFileName(a.filename, index, taken);
-      await staged.writeFile(join("parts", storedName), a.content);
-      rows.push({
-        partIndex: index,
-        originalName: a.filename ?? null,
-        storedName,
-        contentType: a.contentType,
-        contentId: a.contentId ?? a.cid ?? null,
-        inline: a.contentDisposition === "inline" || a.related === true,
-        size: a.content.length,
-        sha256: createHash("sha256").update(a.content).digest("hex"),
-      });
-    }
-    return rows;
-  }
-}
-
-function addresses(field: AddressObject | AddressObject[] | undefined): { address: string; name: string | null }[] {
-  if (!field) return [];
-  const list = Array.isArray(field) ? field : [field];
-  return list.flatMap((f) => f.value).flatMap((v) => (v.group ? v.group : [v])).filter((v) => v.address).map((v) => ({ address: v.address!.toLowerCase(), name: v.name || null }));
-}
-
-function firstAddress(field: AddressObject | AddressObject[] | undefined) {
-  return addresses(field)[0] ?? null;
 }

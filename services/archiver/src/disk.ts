@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
@@ -42,7 +42,22 @@ function hash(s: string): string {
 
 /** A message folder being assembled. */
 export class StagedFolder {
+  #bytes = 0;
   private constructor(readonly path: string) {}
+
+  /** Bytes written into this folder so far (what it will add to the archive's usage). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get partsPath(): string {
+    return join(this.path, "parts");
+  }
+
+  /** Counts bytes written into the folder by someone else (the parser worker writes the parts). */
+  addBytes(n: number): void {
+    this.#bytes += n;
+  }
 
   static async create(root: string): Promise<StagedFolder> {
     const path = join(root, ".tmp", `${Date.now()}-${randomBytes(6).toString("hex")}`);
@@ -65,6 +80,7 @@ export class StagedFolder {
     const input = source instanceof Readable ? source : Readable.fromWeb(source as WebReadableStream<Uint8Array>);
     await pipeline(input, counter, createWriteStream(file));
     await fsyncFile(file);
+    this.#bytes += size;
     return { size, sha256: h.digest("hex") };
   }
 
@@ -72,6 +88,7 @@ export class StagedFolder {
     const file = join(this.path, name);
     await writeFile(file, data);
     await fsyncFile(file);
+    this.#bytes += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
   }
 
   /** Moves the folder into place. A folder already there is from an attempt that crashed before its database commit: same message, replaced. */
@@ -102,4 +119,46 @@ async function fsyncFile(path: string): Promise<void> {
 export async function cleanStaging(root: string): Promise<void> {
   await rm(join(root, ".tmp"), { recursive: true, force: true });
   await mkdir(join(root, ".tmp"), { recursive: true });
+}
+
+/**
+ * Bytes of every file under the archive root, staging excluded: the archive's usage as the quota
+ * counts it. Apparent sizes, not allocated blocks, so the figure does not depend on the
+ * filesystem's block size and an operator can check it with `du -sb --apparent-size`.
+ */
+export async function directoryBytes(root: string): Promise<number> {
+  let total = 0;
+  const walk = async (dir: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      // A folder removed while we walk (retention, a replaced message) simply counts as empty.
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw error;
+    }
+    for (const e of entries) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (dir === root && e.name === ".tmp") continue;
+        await walk(p);
+      } else if (e.isFile()) {
+        total += await stat(p).then((s) => s.size, () => 0);
+      }
+    }
+  };
+  await walk(root);
+  return total;
+}
+
+/** Free space an unprivileged writer may use, and the filesystem's size, in bytes. */
+export async function filesystemSpace(path: string): Promise<{ freeBytes: number; totalBytes: number }> {
+  const s = await statfs(path);
+  return { freeBytes: s.bavail * s.bsize, totalBytes: s.blocks * s.bsize };
+}
+
+/** True for write errors that mean "the disk or the user's disk quota is full". */
+export function isDiskFull(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
 }

@@ -1,5 +1,14 @@
 export { Archiver } from "./archiver.js";
-export type { ArchiverOptions } from "./archiver.js";
+export type { ArchiverOptions, ArchiverStats } from "./archiver.js";
 export { sanitizeFileName } from "./filenames.js";
 export { detectAutomatic } from "./automatic.js";
 export { messageFolder } from "./disk.js";
+export { ParsePool } from "./parse-pool.js";
+export type { ParseLimits, ParseOutcome, ParsedSummary } from "./parse.js";
+export { DiskGuard } from "./disk-guard.js";
+export type { DiskGuardOptions, DiskSnapshot } from "./disk-guard.js";
+export { nextAlert, percentLeft, roomFor, GB } from "./disk-policy.js";
+export type { AlertState, AlertKind, DiskFacts } from "./disk-policy.js";
+export { purgeExpired } from "./retention.js";
+export type { PurgeReport } from "./retention.js";
+export { isDatabaseUnavailable } from "./database.js";
