@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { assertSafeHeader, forwardSubject, mergeRecipients, messageIdFor, replyReferences, replySubject } from "./compose.js";
+import { assertAddress, assertSafeHeader, forwardSubject, mergeRecipients, messageIdFor, quoteHtml, quoteText, replyAllRecipients, replyReferences, replySubject } from "./compose.js";
 
 test("reply subjects never stack prefixes, in any common language", () => {
   assert.equal(replySubject("Order 42"), "Re: Order 42");
@@ -31,4 +31,27 @@ test("recipients are de-duplicated across To, CC and BCC", () => {
 test("header values with line breaks are refused", () => {
   assert.throws(() => assertSafeHeader("subject", "Hi\r\nBcc: evil@x.com"), /header injection/);
   assert.doesNotThrow(() => assertSafeHeader("subject", "Grüße\tand tabs"));
+});
+
+test("addresses must be bare and well formed; line breaks are refused as injection", () => {
+  assert.doesNotThrow(() => assertAddress("to", "ann.o'neil+orders@customer.example"));
+  assert.throws(() => assertAddress("to", "ann@customer.example\r\nBcc: x@evil.example"), /header injection/);
+  assert.throws(() => assertAddress("to", "Ann <ann@customer.example>"), /not a valid e-mail address/);
+  assert.throws(() => assertAddress("cc", "ann@localhost"), /not a valid/);
+  assert.throws(() => assertAddress("cc", "ann@@customer.example"), /not a valid/);
+});
+
+test("reply all answers everyone but the contact centre itself, Reply-To first", () => {
+  const original = { from: "ann@c.example", replyTo: [], to: ["support@acme.test", "bob@c.example"], cc: ["SUPPORT@acme.test", "eve@c.example"] };
+  assert.deepEqual(replyAllRecipients(original, "support@acme.test"), { to: ["ann@c.example", "bob@c.example"], cc: ["eve@c.example"] });
+  assert.deepEqual(replyAllRecipients({ ...original, replyTo: ["orders@c.example"] }, "support@acme.test").to, ["orders@c.example", "bob@c.example"]);
+});
+
+test("the original is quoted line by line in text and inside a cite blockquote in HTML, escaped", () => {
+  const original = { from: "ann@c.example", fromName: "Ann", date: new Date("2026-11-02T10:00:00Z"), text: "Hello\r\n\r\n<order> 4711", html: null };
+  assert.equal(quoteText(original), "On Mon, 02 Nov 2026 10:00:00 GMT, Ann <ann@c.example> wrote:\n> Hello\n>\n> <order> 4711");
+  const html = quoteHtml(original);
+  assert.match(html, /<blockquote type="cite"/);
+  assert.match(html, /&lt;order&gt; 4711/);
+  assert.match(html, /Ann &lt;ann@c\.example&gt; wrote:/);
 });

@@ -47,6 +47,123 @@ export function assertSafeHeader(field: string, value: string): void {
   }
 }
 
-export class UnsafeHeaderError extends Error {
+/** The command was refused before anything was sent (bad address, header injection, too large, not allowed). */
+export class RefusedCommandError extends Error {
+  override name = "RefusedCommandError";
+}
+
+export class UnsafeHeaderError extends RefusedCommandError {
   override name = "UnsafeHeaderError";
+}
+
+/**
+ * A deliberately plain addr-spec check: one `@`, no spaces, quotes, angle brackets or control
+ * characters, a dotted domain. Quoted local parts and address literals are legal in RFC 5321 but
+ * never come from an agent's form, and accepting them is how header and SMTP command injection
+ * start; IDN domains must arrive as punycode.
+ */
+const ADDRESS = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
+
+/** Refuses anything but a bare address (`ann@example.com`), naming the field and the fix. */
+export function assertAddress(field: string, value: string): void {
+  assertSafeHeader(field, value);
+  if (value.length > 254 || !ADDRESS.test(value)) {
+    throw new InvalidAddressError(`${field} "${value}" is not a valid e-mail address: give a bare address such as ann@example.com (no name, no angle brackets)`);
+  }
+}
+
+export class InvalidAddressError extends RefusedCommandError {
+  override name = "InvalidAddressError";
+}
+
+/** The original as far as a reply or forward needs it. */
+export interface OriginalMessage {
+  rfcMessageId: string;
+  references: string[];
+  subject: string;
+  from: string;
+  fromName: string | null;
+  replyTo: string[];
+  to: string[];
+  cc: string[];
+  date: Date | null;
+  text: string | null;
+  html: string | null;
+}
+
+/**
+ * Recipients of "reply all": the original's Reply-To (or From), To and CC, without our own
+ * mailbox — the customer must not get a copy addressed to the contact centre itself.
+ */
+export function replyAllRecipients(original: Pick<OriginalMessage, "from" | "replyTo" | "to" | "cc">, own: string): { to: string[]; cc: string[] } {
+  const notOwn = (a: string) => a.trim().toLowerCase() !== own.trim().toLowerCase();
+  const first = original.replyTo.length > 0 ? original.replyTo : [original.from];
+  return { to: [...first, ...original.to].filter(notOwn), cc: original.cc.filter(notOwn) };
+}
+
+/** Recipients of a plain reply: Reply-To when the customer set one, else From. */
+export function replyRecipients(original: Pick<OriginalMessage, "from" | "replyTo">): string[] {
+  return original.replyTo.length > 0 ? original.replyTo : [original.from];
+}
+
+function who(original: Pick<OriginalMessage, "from" | "fromName">): string {
+  return original.fromName ? `${original.fromName} <${original.from}>` : original.from;
+}
+
+/** The quoted original under a reply's text: the attribution line, then every line with `> `. */
+export function quoteText(original: Pick<OriginalMessage, "from" | "fromName" | "date" | "text" | "html">): string {
+  const body = original.text ?? (original.html ? htmlToText(original.html) : "");
+  const when = original.date ? `On ${original.date.toUTCString()}, ` : "";
+  return `${when}${who(original)} wrote:\n${body.replace(/\r\n/g, "\n").split("\n").map((l) => (l === "" ? ">" : `> ${l}`)).join("\n")}`;
+}
+
+/** The quoted original under a reply's HTML: a cite blockquote, as mail clients render it. */
+export function quoteHtml(original: Pick<OriginalMessage, "from" | "fromName" | "date" | "text" | "html">): string {
+  const when = original.date ? `On ${escapeHtml(original.date.toUTCString())}, ` : "";
+  const inner = original.html ?? `<pre style="white-space:pre-wrap">${escapeHtml(original.text ?? "")}</pre>`;
+  return `<div class="postroom-quote-attribution">${when}${escapeHtml(who(original))} wrote:</div>\n<blockquote type="cite" style="margin:0 0 0 .8ex;border-left:1px solid #ccc;padding-left:1ex">${inner}</blockquote>`;
+}
+
+/** The header block a forwarded message starts with, in text and HTML. */
+export function forwardedBlock(original: OriginalMessage): { text: string; html: string } {
+  const lines: [string, string][] = [
+    ["From", who(original)],
+    ...(original.date ? [["Date", original.date.toUTCString()] as [string, string]] : []),
+    ["Subject", original.subject],
+    ["To", original.to.join(", ")],
+    ...(original.cc.length ? [["Cc", original.cc.join(", ")] as [string, string]] : []),
+  ];
+  const text = `---------- Forwarded message ----------\n${lines.map(([k, v]) => `${k}: ${v}`).join("\n")}\n\n${original.text ?? (original.html ? htmlToText(original.html) : "")}`;
+  const html = `<div>---------- Forwarded message ----------<br>${lines.map(([k, v]) => `${k}: ${escapeHtml(v)}`).join("<br>")}</div><br>${
+    original.html ?? `<pre style="white-space:pre-wrap">${escapeHtml(original.text ?? "")}</pre>`
+  }`;
+  return { text, html };
+}
+
+export function escapeHtml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+/** The agent's plain text as HTML paragraphs, when the original has HTML and the agent wrote none. */
+export function textToHtml(text: string): string {
+  return text
+    .replace(/\r\n/g, "\n")
+    .split(/\n{2,}/)
+    .map((p) => `<p>${escapeHtml(p).replace(/\n/g, "<br>")}</p>`)
+    .join("\n");
+}
+
+/** A rough text rendering of HTML for the text part's quote when the original had no text part. */
+export function htmlToText(html: string): string {
+  return html
+    .replace(/<(script|style)[\s\S]*?<\/\1>/gi, "")
+    .replace(/<br\s*\/?>|<\/p>|<\/div>/gi, "\n")
+    .replace(/<[^>]+>/g, "")
+    .replace(/&nbsp;/g, " ")
+    .replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">")
+    .replace(/&quot;/g, '"')
+    .replace(/&amp;/g, "&")
+    .replace(/\n{3,}/g, "\n\n")
+    .trim();
 }

@@ -1,24 +1,48 @@
-import { Readable } from "node:stream";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { Readable, Transform } from "node:stream";
 import { findMailbox, type Mailbox, type PostroomConfig } from "@postroom/config";
-import { SendRequested, type MailSent, type Names, type SendFailed } from "@postroom/contracts";
+import { SendRequested, type Credential, type MailboxStatus, type MailSent, type Names, type ObjectRef, type SendFailed } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
 import {
   ack,
   CredentialClient,
+  CredentialUnavailableError,
   DurableConsumer,
   jetStreamOf,
+  openKv,
   openObjectStore,
   publishJson,
+  type JsMsg,
+  type KV,
   type NatsConnection,
   type ObjectStore,
   type Verdict,
 } from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
-import { createHash } from "node:crypto";
 import nodemailer from "nodemailer";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
-import { classifySmtpError } from "./classify.js";
-import { assertSafeHeader, forwardSubject, mergeRecipients, messageIdFor, replyReferences, replySubject, UnsafeHeaderError } from "./compose.js";
+import type Mail from "nodemailer/lib/mailer/index.js";
+import { classifySmtpError, defaultRetryPolicy, planRetry, type RetryPolicy, type SmtpVerdict } from "./classify.js";
+import {
+  assertAddress,
+  assertSafeHeader,
+  forwardedBlock,
+  forwardSubject,
+  mergeRecipients,
+  messageIdFor,
+  quoteHtml,
+  quoteText,
+  RefusedCommandError,
+  replyAllRecipients,
+  replyRecipients,
+  replyReferences,
+  replySubject,
+  textToHtml,
+  type OriginalMessage,
+} from "./compose.js";
+import { SendRateLimiter } from "./rate-limit.js";
+import { transportOptions } from "./transport.js";
 
 export interface SenderOptions {
   nc: NatsConnection;
@@ -26,188 +50,354 @@ export interface SenderOptions {
   config: PostroomConfig;
   pool: Pool;
   logger: Logger;
+  /** Consume only this tenant's commands (per-tenant deployments); all when absent. */
   tenant?: string;
+  /** Commands handled at once across all mailboxes (default 4); each mailbox is still rate-limited. */
+  concurrency?: number;
+  /** Retry timing (default {@link defaultRetryPolicy}). */
+  retry?: RetryPolicy;
+  /** Clock, for the rate limiter and the give-up age. */
+  now?: () => number;
+  /**
+   * Called right after the "sent" row is committed and before mail.sent is published and the
+   * command acknowledged — the seam the crash tests stop the process at. Not for production use.
+   */
+  afterAccepted?: (commandId: string) => Promise<void>;
 }
 
-interface Original {
-  rfcMessageId: string;
-  references: string[];
-  subject: string;
-  from: string;
-  text: string | null;
+/** An archived original with what replies and forwards need from the archive. */
+interface Original extends OriginalMessage {
+  archivePath: string;
+  attachments: { name: string; path: string; contentType: string; contentId: string | null; inline: boolean }[];
+}
+
+/** The `sends` row. */
+interface SendRow {
+  state: "pending" | "sending" | "sent" | "failed";
+  attempts: number;
+  raw_object: string | null;
+  raw_size: string | null;
+  raw_sha256: string | null;
+  envelope: { from: string; to: string[] } | null;
+  in_reply_to: string | null;
+  reply_references: string[];
+  server_response: string | null;
+  sent_at: Date | null;
 }
 
 /**
- * Sends agents' replies. The send is recorded before and after talking to the server
- * (pending → sending → sent | failed), so a redelivered command whose row says "sent" is not
- * sent again. The one window left is between the server's 250 and the "sent" row: a crash
- * exactly there re-sends, with the same Message-ID, so the receiver's client can fold it.
+ * Sends agents' replies, forwards, new messages and alerts from `mail.send` commands, exactly once.
+ *
+ * Order of one send, and why:
+ * 1. The `sends` row is inserted (pending) keyed by the command id: a redelivered command finds it.
+ * 2. The message is composed once, streamed into the object store (attachments streamed from the
+ *    archive on disk), and its object name, size and hash recorded. Every later attempt sends those
+ *    same bytes, so what is archived is exactly what the server accepted.
+ * 3. The row becomes `sending`, then the SMTP transaction runs.
+ * 4. The server's 250 is recorded as `sent` in one UPDATE before anything else happens.
+ * 5. mail.sent is published (JetStream dedupes on `<command>#sent`) and the command acknowledged.
+ * A crash after 4 finds the row `sent` on redelivery and only repeats 5. A duplicate is possible only
+ * if the process dies after the server committed the message (end of DATA) and before step 4
+ * commits — the round trip of the final 250 plus one single-row UPDATE. SMTP has no way to ask a
+ * server whether it took a message, so no client can close that window (RFC 1047); the derived
+ * Message-ID lets receivers and our archive recognise the copy.
  */
 export class SmtpSender {
   #consumer: DurableConsumer<SendRequested> | undefined;
   #raw: ObjectStore | undefined;
+  #status: KV | undefined;
+  readonly #lastStatus = new Map<string, string>();
   readonly #credentials: CredentialClient;
   readonly #js;
+  readonly #limiter: SendRateLimiter;
+  readonly #now: () => number;
 
   constructor(private readonly o: SenderOptions) {
     this.#credentials = new CredentialClient(o.nc, o.names);
     this.#js = jetStreamOf(o.nc);
+    this.#now = o.now ?? Date.now;
+    this.#limiter = new SendRateLimiter((key) => {
+      const [tenant, mailbox] = key.split("/");
+      return findMailbox(o.config, tenant!, mailbox!)?.mailbox.smtp?.ratePerMinute ?? 30;
+    });
   }
 
   async start(): Promise<void> {
     const { nc, names, tenant, config } = this.o;
     this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: 7 * 24 * 3600 * 1000 });
+    this.#status = await openKv(nc, names.buckets.mailboxStatus, { replicas: config.nats.replicas });
     this.#consumer = new DurableConsumer({
       nc,
       stream: names.streams.sendCommands,
       durable: names.consumers.smtpSender(tenant),
       filterSubject: names.subjects.wildcard.mailSend(tenant),
       schema: SendRequested,
-      handler: (c) => this.#onCommand(c),
+      handler: (c, msg) => this.#onCommand(c, msg),
+      // Longer than the slowest SMTP conversation (a 25 MB upload on a slow link), so the server
+      // does not redeliver a command that is still being sent.
       ackWaitMs: 5 * 60_000,
+      maxAckPending: this.o.concurrency ?? 4,
       onProblem: (p) => this.o.logger.warn({ subject: p.subject, reason: p.reason, ...(p.error ? errorFields(p.error) : {}) }, "send deferred"),
     });
     await this.#consumer.start();
   }
 
+  /** Stops taking commands and lets the sends in hand finish (their rows and events complete). */
   async stop(): Promise<void> {
     await this.#consumer?.stop();
   }
 
-  async #onCommand(c: SendRequested): Promise<Verdict> {
-    const log = this.o.logger.child({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId });
+  async #onCommand(c: SendRequested, msg: JsMsg): Promise<Verdict> {
+    const log = this.o.logger.child({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, kind: c.kind });
     const ref = findMailbox(this.o.config, c.tenant, c.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${c.tenant}/${c.mailbox} is not configured` };
     const { mailbox } = ref;
     const rfcMessageId = messageIdFor(c.commandId, mailbox.address);
-    const state = await this.#record(c, rfcMessageId);
-    if (state === "sent" || state === "failed") {
-      log.info({ state }, "command already handled; not sending again");
+    let row = await this.#record(c, rfcMessageId);
+    if (row.state === "failed") {
+      log.info("command already failed; not sending again");
       return ack;
     }
-    if (!mailbox.smtp) return this.#fail(c, false, "the mailbox has no smtp settings", null, null, true);
+    if (row.state === "sent") {
+      // A crash (or a lost ack) after the server's 250: finish the bookkeeping, never send again.
+      log.info("command already sent; publishing its event again");
+      await this.#publishSent(c, rfcMessageId, row);
+      return ack;
+    }
+    if (!mailbox.smtp) return this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null);
 
-    let raw: Buffer;
-    let envelope: { from: string; to: string[] };
-    let original: Original | undefined;
-    try {
-      original = c.original ? await this.#original(c.original) : undefined;
-      ({ raw, envelope } = await this.#compose(c, mailbox, rfcMessageId, original));
-    } catch (error) {
-      if (error instanceof UnsafeHeaderError) return this.#fail(c, true, error.message, null, null);
-      throw error;
+    if (!row.raw_object) {
+      try {
+        row = await this.#composeAndStore(c, mailbox, rfcMessageId);
+      } catch (error) {
+        if (error instanceof RefusedCommandError) return this.#fail(c, true, error.message, null, null);
+        throw error;
+      }
+    }
+
+    const key = `${c.tenant}/${c.mailbox}`;
+    const takenAt = this.#now();
+    const waitMs = this.#limiter.take(key, takenAt);
+    if (waitMs > 0) {
+      // Queue, do not fail: the command goes back to JetStream and returns when a slot is free.
+      log.debug({ waitMs }, "rate limit reached; send queued");
+      return { action: "retry", delayMs: waitMs, reason: "per-mailbox rate limit" };
     }
 
     await this.o.pool.query("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1", [c.commandId]);
     let response: string;
     try {
-      response = await this.#send(c, mailbox, raw, envelope);
+      response = await this.#send(c, mailbox, row);
     } catch (error) {
-      const verdict = classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
-      log.warn({ verdict: verdict.kind, reason: verdict.reason }, "smtp send failed");
-      if (verdict.kind === "retry") {
-        await this.o.pool.query("UPDATE sends SET state = 'pending', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason]);
-        throw new Error(verdict.reason, { cause: error });
+      const verdict = error instanceof CredentialUnavailableError ? credentialVerdict(error) : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
+      if (verdict.kind === "retry" && (error as { code?: string }).code !== undefined && (error as { responseCode?: number }).responseCode === undefined) {
+        // The connection never got as far as a server decision: this attempt does not count against the rate.
+        this.#limiter.release(key, takenAt);
       }
       const code = (error as { responseCode?: number }).responseCode ?? null;
-      return this.#fail(c, true, verdict.kind === "needs-admin" ? `${verdict.reason} — fix: ${verdict.fix}` : verdict.reason, verdict.reason, code);
+      log.warn({ verdict: verdict.kind, reason: verdict.reason, responseCode: code }, "smtp send failed");
+      if (verdict.kind === "permanent") return this.#fail(c, true, verdict.reason, verdict.reason, code);
+      await this.#setStatus(c.tenant, c.mailbox, verdict.kind === "needs-admin" ? "needs-admin" : "backing-off", verdict, code);
+      const plan = planRetry(verdict, msg.info.deliveryCount, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
+      if (plan.action === "give-up") return this.#fail(c, true, plan.reason, verdict.reason, code);
+      await this.o.pool.query("UPDATE sends SET state = 'pending', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason]);
+      return { action: "retry", delayMs: plan.delayMs, reason: verdict.reason };
     }
-    await this.o.pool.query("UPDATE sends SET state = 'sent', server_response = $2, updated_at = now() WHERE command_id = $1", [c.commandId, response]);
+    // The duplicate window closes with this one-row UPDATE: nothing may run between the 250 and it.
+    const sent = await this.o.pool.query<SendRow>(
+      "UPDATE sends SET state = 'sent', server_response = $2, sent_at = now(), last_error = NULL, updated_at = now() WHERE command_id = $1 RETURNING *",
+      [c.commandId, response],
+    );
+    await this.o.afterAccepted?.(c.commandId);
+    await this.#setStatus(c.tenant, c.mailbox, "idle", null, null);
+    await this.#publishSent(c, rfcMessageId, sent.rows[0]!);
+    log.info({ response }, "message sent");
+    return ack;
+  }
+
+  /** Inserts the pending row if new; returns the current row. */
+  async #record(c: SendRequested, rfcMessageId: string): Promise<SendRow> {
+    await this.o.pool.query(
+      `INSERT INTO sends (command_id, tenant, mailbox, kind, state, rfc_message_id) VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (command_id) DO NOTHING`,
+      [c.commandId, c.tenant, c.mailbox, c.kind, rfcMessageId],
+    );
+    const r = await this.o.pool.query<SendRow>("SELECT * FROM sends WHERE command_id = $1", [c.commandId]);
+    return r.rows[0]!;
+  }
+
+  async #original(messageKey: string): Promise<Original> {
+    const r = await this.o.pool.query<{
+      id: string;
+      rfc_message_id: string;
+      references: string[];
+      subject: string;
+      from_address: string;
+      date_header: Date | null;
+      received_at: Date;
+      text_body: string | null;
+      html_body: string | null;
+      archive_path: string;
+    }>(
+      `SELECT id, rfc_message_id, "references", subject, from_address, date_header, received_at, text_body, html_body, archive_path FROM messages WHERE message_key = $1`,
+      [messageKey],
+    );
+    const row = r.rows[0];
+    // Not archived yet (or a wrong key): a transient problem while the archiver catches up.
+    if (!row) throw new Error(`original message ${messageKey} is not archived (yet)`);
+    const addresses = await this.o.pool.query<{ role: string; address: string; name: string | null }>(
+      "SELECT role, address, name FROM addresses WHERE message_id = $1 ORDER BY ctid",
+      [row.id],
+    );
+    const of = (role: string) => addresses.rows.filter((a) => a.role === role).map((a) => a.address);
+    const parts = await this.o.pool.query<{ original_name: string | null; stored_name: string; content_type: string; content_id: string | null; inline: boolean }>(
+      "SELECT original_name, stored_name, content_type, content_id, inline FROM attachments WHERE message_id = $1 ORDER BY part_index",
+      [row.id],
+    );
+    return {
+      rfcMessageId: row.rfc_message_id,
+      references: row.references,
+      subject: row.subject,
+      from: row.from_address,
+      fromName: addresses.rows.find((a) => a.role === "from")?.name ?? null,
+      replyTo: of("reply-to"),
+      to: of("to"),
+      cc: of("cc"),
+      date: row.date_header ?? row.received_at,
+      text: row.text_body,
+      html: row.html_body,
+      archivePath: row.archive_path,
+      attachments: parts.rows.map((p) => ({
+        name: p.original_name ?? p.stored_name,
+        path: join(row.archive_path, "parts", p.stored_name),
+        contentType: p.content_type,
+        contentId: p.content_id,
+        inline: p.inline,
+      })),
+    };
+  }
+
+  /** Builds the message, streams it into the object store and records where it is. */
+  async #composeAndStore(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<SendRow> {
+    if ((c.kind === "reply" || c.kind === "reply-all") && !mailbox.agentsMayAnswer) throw new RefusedCommandError(`agents may not answer from ${c.tenant}/${c.mailbox} (agentsMayAnswer: false)`);
+    if (c.kind === "forward" && !mailbox.agentsMayForward) throw new RefusedCommandError(`agents may not forward from ${c.tenant}/${c.mailbox} (agentsMayForward: false)`);
+    if ((c.kind === "reply" || c.kind === "reply-all" || c.kind === "forward") && !c.original) {
+      throw new RefusedCommandError(`a ${c.kind} needs "original", the message key of the email it answers or forwards`);
+    }
+    // Everything the command says is checked before the archive is even read.
+    if (c.subject !== undefined) assertSafeHeader("subject", c.subject);
+    for (const [field, list] of [["to", c.to], ["cc", c.cc], ["bcc", c.bcc]] as const) for (const a of list) assertAddress(field, a);
+    for (const a of [...mailbox.defaultCc, ...mailbox.defaultBcc]) assertAddress("defaultCc/defaultBcc", a);
+
+    const original = c.original ? await this.#original(c.original) : undefined;
+    const { options, envelope, inReplyTo, references } = buildMessage(c, mailbox, rfcMessageId, original);
+    if (envelope.to.length === 0) throw new RefusedCommandError("the message has no recipients: give at least one address in to, cc or bcc");
+
     const objectName = `${c.tenant}/${c.mailbox}/sent/${c.commandId}`;
-    await this.#raw!.put({ name: objectName }, Readable.toWeb(Readable.from([raw])) as ReadableStream<Uint8Array>);
+    const hash = createHash("sha256");
+    let size = 0;
+    const limit = mailbox.smtp!.maxMessageBytes;
+    const counting = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        size += chunk.length;
+        hash.update(chunk);
+        // Stop reading the archive as soon as the limit is passed rather than storing 2 GB first.
+        if (size > limit) done(new RefusedCommandError(`the message is over the mailbox's limit of ${limit} bytes (smtp.maxMessageBytes): remove attachments or raise the limit`));
+        else done(null, chunk);
+      },
+    });
+    const stream = new MailComposer(options).compile().createReadStream().pipe(counting);
+    try {
+      await this.#raw!.put({ name: objectName }, Readable.toWeb(stream) as ReadableStream<Uint8Array>);
+    } catch (error) {
+      await this.#raw!.delete(objectName).catch(() => undefined);
+      const refused = error instanceof RefusedCommandError ? error : (error as { cause?: unknown })?.cause;
+      if (refused instanceof RefusedCommandError) throw refused;
+      if (size > limit) throw new RefusedCommandError(`the message is over the mailbox's limit of ${limit} bytes (smtp.maxMessageBytes): remove attachments or raise the limit`);
+      throw error;
+    }
+    const r = await this.o.pool.query<SendRow>(
+      `UPDATE sends SET raw_object = $2, raw_size = $3, raw_sha256 = $4, envelope = $5, in_reply_to = $6, reply_references = $7, updated_at = now()
+       WHERE command_id = $1 RETURNING *`,
+      [c.commandId, objectName, size, hash.digest("hex"), JSON.stringify(envelope), inReplyTo, references],
+    );
+    return r.rows[0]!;
+  }
+
+  async #send(c: SendRequested, mailbox: Mailbox, row: SendRow): Promise<string> {
+    const attempt = async (credential: Credential) => {
+      const object = await this.#raw!.get(row.raw_object!);
+      if (!object) throw new Error(`the composed message ${row.raw_object} is gone from the object store`);
+      const transport = nodemailer.createTransport(transportOptions(mailbox.smtp!, credential));
+      try {
+        const info = await transport.sendMail({ envelope: row.envelope!, raw: Readable.fromWeb(object.data as never) });
+        return info.response;
+      } finally {
+        transport.close();
+      }
+    };
+    const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
+    try {
+      return await attempt(credential);
+    } catch (error) {
+      const e = error as { code?: string; responseCode?: number };
+      // An authentication refusal may be a stale token: ask token-service once for a fresh one.
+      if (e.code !== "EAUTH" && e.responseCode !== 535) throw error;
+      this.o.logger.info({ tenant: c.tenant, mailbox: c.mailbox }, "smtp login refused; asking for a fresh credential once");
+      const fresh = await this.#credentials.get(c.tenant, c.mailbox, "smtp", true);
+      return await attempt(fresh);
+    }
+  }
+
+  async #publishSent(c: SendRequested, rfcMessageId: string, row: SendRow): Promise<void> {
+    const raw: ObjectRef = { bucket: this.o.names.buckets.rawMail, name: row.raw_object!, size: Number(row.raw_size), sha256: row.raw_sha256! };
     const sent: MailSent = {
       version: "v1",
       commandId: c.commandId,
       tenant: c.tenant,
       mailbox: c.mailbox,
       rfcMessageId,
-      inReplyTo: original?.rfcMessageId ?? null,
-      references: original ? replyReferences(original) : [],
-      raw: { bucket: this.o.names.buckets.rawMail, name: objectName, size: raw.length, sha256: createHash("sha256").update(raw).digest("hex") },
-      envelope,
-      serverResponse: response,
+      inReplyTo: row.in_reply_to,
+      references: row.reply_references,
+      raw,
+      envelope: row.envelope!,
+      serverResponse: row.server_response ?? "",
       ...(c.sessionId ? { sessionId: c.sessionId } : {}),
-      sentAt: new Date().toISOString(),
+      sentAt: (row.sent_at ?? new Date()).toISOString(),
     };
     await publishJson(this.#js, this.o.names.subjects.mailSent(c.tenant, c.mailbox), sent, { msgId: `${c.commandId}#sent` });
-    log.info({ response }, "message sent");
-    return ack;
   }
 
-  /** Inserts the pending row if new; returns the current state. */
-  async #record(c: SendRequested, rfcMessageId: string): Promise<string> {
-    await this.o.pool.query(
-      `INSERT INTO sends (command_id, tenant, mailbox, kind, state, rfc_message_id) VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (command_id) DO NOTHING`,
-      [c.commandId, c.tenant, c.mailbox, c.kind, rfcMessageId],
-    );
-    const r = await this.o.pool.query<{ state: string }>("SELECT state FROM sends WHERE command_id = $1", [c.commandId]);
-    return r.rows[0]!.state;
-  }
-
-  async #original(messageKey: string): Promise<Original> {
-    const r = await this.o.pool.query<{ rfc_message_id: string; references: string[]; subject: string; from_address: string; text_body: string | null }>(
-      `SELECT rfc_message_id, "references", subject, from_address, text_body FROM messages WHERE message_key = $1`,
-      [messageKey],
-    );
-    const row = r.rows[0];
-    if (!row) throw new Error(`original message ${messageKey} is not archived (yet)`);
-    return { rfcMessageId: row.rfc_message_id, references: row.references, subject: row.subject, from: row.from_address, text: row.text_body };
-  }
-
-  async #compose(c: SendRequested, mailbox: Mailbox, messageId: string, original: Original | undefined) {
-    const subject =
-      c.subject ?? (original ? (c.kind === "forward" ? forwardSubject(original.subject) : replySubject(original.subject)) : "(no subject)");
-    assertSafeHeader("subject", subject);
-    for (const a of [...c.to, ...c.cc, ...c.bcc]) assertSafeHeader("address", a);
-    const recipients = mergeRecipients(c.to, [...c.cc, ...mailbox.defaultCc], [...c.bcc, ...mailbox.defaultBcc]);
-    const quoted = original?.text ? `\n\n${original.from} wrote:\n${original.text.split("\n").map((l) => `> ${l}`).join("\n")}` : "";
-    const composer = new MailComposer({
-      from: mailbox.displayName ? { name: mailbox.displayName, address: mailbox.address } : mailbox.address,
-      to: recipients.to,
-      cc: recipients.cc,
-      bcc: recipients.bcc,
-      subject,
-      text: c.text + quoted,
-      ...(c.html ? { html: c.html } : {}),
-      messageId,
-      ...(original ? { inReplyTo: original.rfcMessageId, references: replyReferences(original) } : {}),
-      headers: c.kind === "alert" ? { "Auto-Submitted": "auto-generated" } : {},
-    });
-    const raw = await composer.compile().build();
-    const envelope = { from: mailbox.address, to: [...recipients.to, ...recipients.cc, ...recipients.bcc] };
-    return { raw, envelope };
-  }
-
-  async #send(c: SendRequested, mailbox: Mailbox, raw: Buffer, envelope: { from: string; to: string[] }): Promise<string> {
-    const smtp = mailbox.smtp!;
-    const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
-    const transport = nodemailer.createTransport({
-      host: smtp.host,
-      port: smtp.port ?? (smtp.tls === "implicit" ? 465 : smtp.tls === "starttls" ? 587 : 25),
-      secure: smtp.tls === "implicit",
-      requireTLS: smtp.tls === "starttls",
-      ignoreTLS: smtp.tls === "none",
-      tls: { rejectUnauthorized: smtp.verifyCertificate },
-      auth:
-        credential.mechanism === "PLAIN"
-          ? { user: credential.username, pass: credential.password }
-          : { type: "OAuth2", user: credential.username, accessToken: credential.accessToken },
-      connectionTimeout: 30_000,
-      greetingTimeout: 30_000,
-      socketTimeout: 60_000,
-    });
+  /** smtp-sender's entry in the mailbox-status bucket, beside the poller's; written on change only. */
+  async #setStatus(tenant: string, mailbox: string, state: MailboxStatus["state"], verdict: SmtpVerdict | null, code: number | null): Promise<void> {
+    const key = this.o.names.mailboxSmtpKey(tenant, mailbox);
+    const fingerprint = `${state}|${verdict?.reason ?? ""}`;
+    if (this.#lastStatus.get(key) === fingerprint) return;
+    const now = new Date(this.#now()).toISOString();
+    const status: MailboxStatus = {
+      version: "v1",
+      tenant,
+      mailbox,
+      state,
+      owner: null,
+      lastCheckAt: now,
+      lastMessageAt: state === "idle" ? now : null,
+      backlog: 0,
+      lastError: verdict
+        ? { message: verdict.reason, code: code === null ? null : String(code), fix: verdict.kind === "needs-admin" ? verdict.fix : null, at: now }
+        : null,
+      updatedAt: now,
+    };
     try {
-      const info = await transport.sendMail({ envelope, raw });
-      return info.response;
-    } finally {
-      transport.close();
+      await this.#status!.put(key, JSON.stringify(status));
+      this.#lastStatus.set(key, fingerprint);
+    } catch (error) {
+      // Status is for people watching; a failed write must not fail or repeat a send.
+      this.o.logger.warn({ tenant, mailbox, ...errorFields(error) }, "could not write smtp status");
     }
   }
 
-  async #fail(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null, record = true): Promise<Verdict> {
-    if (record) {
-      await this.o.pool.query("UPDATE sends SET state = 'failed', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, reason]);
-    }
+  async #fail(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null): Promise<Verdict> {
+    await this.o.pool.query("UPDATE sends SET state = 'failed', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, reason]);
     const failed: SendFailed = {
       version: "v1",
       commandId: c.commandId,
@@ -217,10 +407,92 @@ export class SmtpSender {
       reason,
       serverResponse,
       responseCode: code,
-      failedAt: new Date().toISOString(),
+      failedAt: new Date(this.#now()).toISOString(),
     };
     await publishJson(this.#js, this.o.names.subjects.mailSendFailed(c.tenant, c.mailbox), failed, { msgId: `${c.commandId}#failed` });
     this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, reason }, "send failed");
     return ack;
   }
+}
+
+/** token-service could not give a credential: an administrator's problem, or a transient one. */
+function credentialVerdict(error: CredentialUnavailableError): SmtpVerdict {
+  if (error.kind === "needs-admin" || error.kind === "unknown-mailbox") {
+    return { kind: "needs-admin", reason: error.message, fix: error.fix ?? "check the mailbox's credentials in the config" };
+  }
+  return { kind: "retry", reason: error.message };
+}
+
+/**
+ * The nodemailer message for a command: recipients, subject, threading headers, body with the
+ * quoted original, attachments as file paths (nodemailer streams them; nothing is read whole).
+ * Exported for tests; pure apart from the paths it names.
+ */
+export function buildMessage(
+  c: SendRequested,
+  mailbox: Mailbox,
+  rfcMessageId: string,
+  original: Original | undefined,
+): { options: Mail.Options; envelope: { from: string; to: string[] }; inReplyTo: string | null; references: string[] } {
+  const isReply = c.kind === "reply" || c.kind === "reply-all";
+  let to = c.to;
+  let cc = c.cc;
+  if (original && c.kind === "reply" && to.length === 0) to = replyRecipients(original);
+  if (original && c.kind === "reply-all") {
+    const all = replyAllRecipients(original, mailbox.address);
+    to = [...c.to, ...all.to];
+    cc = [...c.cc, ...all.cc];
+  }
+  const recipients = mergeRecipients(to, [...cc, ...mailbox.defaultCc], [...c.bcc, ...mailbox.defaultBcc]);
+  for (const a of [...recipients.to, ...recipients.cc]) assertAddress("recipient", a);
+
+  const subject = c.subject ?? (original ? (c.kind === "forward" ? forwardSubject(original.subject) : replySubject(original.subject)) : "(no subject)");
+  assertSafeHeader("subject", subject);
+
+  let text = c.text;
+  let html = c.html;
+  const attachments: Mail.Attachment[] = [];
+  if (original && isReply) {
+    text = `${c.text}\n\n${quoteText(original)}`;
+    if (html !== undefined || original.html) html = `${html ?? textToHtml(c.text)}\n${quoteHtml(original)}`;
+  } else if (original && c.kind === "forward") {
+    if (c.forwardAs === "attachment") {
+      attachments.push({
+        filename: `${original.subject.replace(/[\\/:*?"<>|\u0000-\u001f]/g, "_").slice(0, 100) || "message"}.eml`,
+        path: join(original.archivePath, "message.eml"),
+        contentType: "message/rfc822",
+      });
+    } else {
+      const block = forwardedBlock(original);
+      text = `${c.text}\n\n${block.text}`;
+      if (html !== undefined || original.html) html = `${html ?? textToHtml(c.text)}\n${block.html}`;
+      for (const a of original.attachments) {
+        attachments.push({
+          filename: a.name,
+          path: a.path,
+          contentType: a.contentType,
+          ...(a.inline && a.contentId ? { cid: a.contentId.replace(/^<|>$/g, "") } : {}),
+        });
+      }
+    }
+  }
+  const inReplyTo = original && isReply ? original.rfcMessageId : null;
+  const references = original && (isReply || c.kind === "forward") ? replyReferences(original) : [];
+  const options: Mail.Options = {
+    from: mailbox.displayName ? { name: mailbox.displayName, address: mailbox.address } : mailbox.address,
+    to: recipients.to,
+    cc: recipients.cc,
+    bcc: recipients.bcc,
+    subject,
+    text,
+    ...(html !== undefined ? { html } : {}),
+    attachments,
+    messageId: rfcMessageId,
+    ...(inReplyTo ? { inReplyTo } : {}),
+    ...(references.length ? { references } : {}),
+    // Alerts are automatic mail: RFC 3834 tells auto-responders not to answer them.
+    headers: c.kind === "alert" ? { "Auto-Submitted": "auto-generated" } : {},
+  };
+  const envelope = { from: mailbox.address, to: [...recipients.to, ...recipients.cc, ...recipients.bcc] };
+  return { options, envelope, inReplyTo, references };
 }
