@@ -458,6 +458,7 @@ export function buildMessage(
   } else if (original && c.kind === "forward") {
     if (c.forwardAs === "attachment") {
       attachments.push({
+        // eslint-disable-next-line no-control-regex -- control characters are what must not reach a file name
         filename: `${original.subject.replace(/[\\/:*?"<>|\u0000-\u001f]/g, "_").slice(0, 100) || "message"}.eml`,
         path: join(original.archivePath, "message.eml"),
         contentType: "message/rfc822",
