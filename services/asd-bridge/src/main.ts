@@ -1,28 +1,14 @@
 #!/usr/bin/env node
-import { loadConfig } from "@postroom/config";
-import { names as namesOf, streamDefinitions } from "@postroom/contracts";
-import { createPool, migrate } from "@postroom/db";
-import { connectNats, ensureStreams } from "@postroom/nats-kit";
-import { createLogger, runService } from "@postroom/telemetry";
+import { runPostroomService } from "@postroom/runtime";
 import { AsdBridge } from "./bridge.js";
 
-const logger = createLogger({ service: "asd-bridge" });
-
-await runService(logger, async () => {
-  const config = await loadConfig(process.env);
-  const names = namesOf(config.nats.namespace);
-  const pool = createPool(config.database.url, { onError: (e) => logger.warn({ problem: e.message }, "database connection lost") });
-  await migrate(pool);
-  const nc = await connectNats({ url: config.nats.url, name: `asd-bridge-${process.pid}` });
-  await ensureStreams(nc, streamDefinitions(names, { replicas: config.nats.replicas }));
-  const tenant = process.env.POSTROOM_TENANT || undefined;
-  const bridge = new AsdBridge({ nc, names, config, pool, logger, ...(tenant ? { tenant } : {}) });
-  await bridge.start();
-  return {
-    async stop() {
-      await bridge.stop();
-      await nc.drain();
-      await pool.end();
-    },
-  };
+await runPostroomService({
+  name: "asd-bridge",
+  database: true,
+  async start({ nc, names, config, pool, logger, env }) {
+    const tenant = env.POSTROOM_TENANT || undefined;
+    const bridge = new AsdBridge({ nc, names, config, pool: pool!, logger, ...(tenant ? { tenant } : {}) });
+    await bridge.start();
+    return bridge;
+  },
 });
