@@ -32,3 +32,28 @@ export { LineSocket } from "./line-socket.js";
 export type { LineSocketOptions } from "./line-socket.js";
 export { SoftdialSimulator } from "./softdial-simulator.js";
 export type { SoftdialSimulatorOptions, SimRoute, SimQueue, SimFrame, SimSession } from "./softdial-simulator.js";
+export {
+  startFakeIdentityPlatform,
+  FakeIdentityPlatform,
+  rsaCertificate,
+  openIdConfiguration,
+  instanceDiscovery,
+  EXCHANGE_AUDIENCE,
+  ROLE_FOR_SERVICE,
+} from "./fake-identity.js";
+export type {
+  FakeApp,
+  FakeServiceAccount,
+  FakeIdentityOptions,
+  FakeIdentityInfo,
+  FakeTokenRequest,
+  FakeIntrospection,
+  TokenValidation,
+  RsaCertificate,
+} from "./fake-identity.js";
+export { dovecotOAuth2 } from "./dovecot-oauth2.js";
+export type { DovecotOAuth2Options, DovecotOAuth2Profile } from "./dovecot-oauth2.js";
+export { buildMailCorpus } from "./mail-corpus.js";
+export type { CorpusMessage, CorpusExpectation } from "./mail-corpus.js";
+export { startPostfix, PostfixServer, dovecotAuthListener, postfixMainCf, postfixMasterCf } from "./postfix.js";
+export type { PostfixOptions, PostfixInfo } from "./postfix.js";
