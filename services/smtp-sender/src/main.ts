@@ -7,7 +7,17 @@ await runPostroomService({
   database: true,
   async start({ nc, names, config, pool, logger, env }) {
     const tenant = env.POSTROOM_TENANT || undefined;
-    const sender = new SmtpSender({ nc, names, config, pool: pool!, logger, ...(tenant ? { tenant } : {}) });
+    // Crash tests stop the process at a named point (after the server's 250 is recorded, before
+    // mail.sent and the ack); nothing sets this in production.
+    const failpoint = env.POSTROOM_FAILPOINT;
+    const afterAccepted =
+      failpoint === "smtp-sender.after-accepted"
+        ? async (commandId: string) => {
+            logger.warn({ failpoint, commandId }, "failpoint reached; holding until killed");
+            await new Promise<never>(() => undefined);
+          }
+        : undefined;
+    const sender = new SmtpSender({ nc, names, config, pool: pool!, logger, ...(tenant ? { tenant } : {}), ...(afterAccepted ? { afterAccepted } : {}) });
     await sender.start();
     return sender;
   },
