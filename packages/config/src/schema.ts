@@ -250,6 +250,7 @@ export const Agent = z
     password: SecretRef.describe("The agent's password or token for the agent API."),
     queues: z.array(z.string()).default([]),
     maxSessions: z.number().int().positive().default(3),
+    supervisor: z.boolean().default(false).describe("May see the supervisor view of the tenant's queues."),
   })
   .strict();
 
