@@ -36,11 +36,12 @@ export class PostroomSystem {
     for (const s of services) this.startService(s);
   }
 
-  startService(name: ServiceName): void {
+  /** `extraEnv` applies to this start only (e.g. a crash test's failpoint). */
+  startService(name: ServiceName, extraEnv: Record<string, string> = {}): void {
     if (this.#children.has(name)) throw new Error(`${name} is already running`);
     const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", join(ROOT, "services", name, "src", "main.ts")], {
       cwd: ROOT,
-      env: { ...process.env, ...this.o.env, POSTROOM_CONFIG: this.#configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
+      env: { ...process.env, ...this.o.env, ...extraEnv, POSTROOM_CONFIG: this.#configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const collect = (data: Buffer) => {
