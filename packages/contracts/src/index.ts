@@ -5,3 +5,4 @@ export type { StreamDefinition, StreamOptions } from "./streams.js";
 export * from "./messages.js";
 export { IngestControl, ingestKey } from "./control.js";
 export { MailboxLease, ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys, isStalled } from "./ingestion.js";
+export { MailboxAuthStatus } from "./auth-status.js";

@@ -81,6 +81,7 @@ test("mailbox status keys: the poller's entry and smtp-sender's entry beside it"
   const n = names();
   assert.equal(n.mailboxKey("acme", "support"), "acme.support");
   assert.equal(n.mailboxSmtpKey("acme", "support"), "acme.support.smtp");
+  assert.equal(n.mailboxAuthKey("acme", "support"), "acme.support.auth");
 });
 
 test("a namespace isolates every name (one per test file)", () => {

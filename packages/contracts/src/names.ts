@@ -120,6 +120,11 @@ export interface Names {
    * (`<tenant>.<mailbox>.smtp`), written by smtp-sender beside the poller's entry, never over it.
    */
   mailboxSmtpKey(tenant: string, mailbox: string): string;
+  /**
+   * Key of a mailbox's authentication state in the mailbox-status bucket (`<tenant>.<mailbox>.auth`),
+   * written by token-service beside the poller's entry, never over it (`MailboxAuthStatus`).
+   */
+  mailboxAuthKey(tenant: string, mailbox: string): string;
 }
 
 /** Builds every name under one namespace root (default `postroom`). */
@@ -183,5 +188,6 @@ export function names(root = "postroom"): Names {
     },
     mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
     mailboxSmtpKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.smtp`,
+    mailboxAuthKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.auth`,
   };
 }
