@@ -91,6 +91,12 @@ if ! have dovecot || [ ! -x /usr/lib/dovecot/imap ] || [ ! -x /usr/lib/dovecot/p
   apt_install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix isync openssl
 fi
 
+# --- Browser for the agent desktop test -------------------------------------------------------
+# Debian's Chromium, driven by playwright-core; Playwright's own browser downloads are never used.
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+
 # --- NATS with JetStream ----------------------------------------------------------------------
 nats_hostport=${NATS_URL#*://}
 nats_hostport=${nats_hostport%%/*}
