@@ -139,9 +139,10 @@ export class SendWorld {
     return key;
   }
 
-  async requestSend(command: Record<string, unknown>): Promise<void> {
+  /** Publishes a send command; `msgId` other than the command id simulates a redelivery outside JetStream's duplicate window. */
+  async requestSend(command: Record<string, unknown>, msgId = String(command.commandId)): Promise<void> {
     await publishJson(jetStreamOf(this.nc), this.names.subjects.mailSend("acme", "support"), { version: "v1", tenant: "acme", mailbox: "support", requestedAt: new Date().toISOString(), cc: [], bcc: [], ...command }, {
-      msgId: String(command.commandId),
+      msgId,
     });
   }
 
