@@ -1,6 +1,12 @@
-export { Poller } from "./poller.js";
+export { Poller, replicaId } from "./poller.js";
 export type { PollerOptions } from "./poller.js";
 export { MailboxWorker } from "./mailbox-worker.js";
+export type { Worker } from "./mailbox-worker.js";
+export { LeaseManager, planLeases, withDeadline, DEFAULT_LEASE_TIMING } from "./lease.js";
+export type { LeaseTarget, LeaseTiming, LeaseManagerOptions } from "./lease.js";
+export { Pop3Client, Pop3Error } from "./pop3-client.js";
+export { Pop3Worker } from "./pop3-worker.js";
+export { fingerprint, remapDecision } from "./ingested-index.js";
 export type { MailboxWorkerOptions } from "./mailbox-worker.js";
 export { classifyImapError } from "./classify.js";
 export { Backoff } from "./backoff.js";

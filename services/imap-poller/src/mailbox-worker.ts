@@ -1,5 +1,3 @@
-import { createHash } from "node:crypto";
-import { PassThrough, Readable } from "node:stream";
 import type { Mailbox, Tenant } from "@postroom/config";
 import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import {
@@ -18,6 +16,9 @@ import type { Logger } from "@postroom/telemetry";
 import { ImapFlow } from "imapflow";
 import { Backoff } from "./backoff.js";
 import { classifyImapError } from "./classify.js";
+import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
+import { withDeadline } from "./lease.js";
+import { storeRaw } from "./raw-store.js";
 
 export interface MailboxWorkerOptions {
   nc: NatsConnection;
@@ -38,6 +39,18 @@ export interface MailboxWorkerOptions {
   needsAdminRetryMs?: number;
   /** Deadline for connecting and for each command. */
   timeoutMs?: number;
+  /** The `ingested` bucket: what was published, by Message-ID + hash (UIDVALIDITY re-mapping). */
+  ingested: KV;
+}
+
+/** What the poller needs from any mailbox worker (IMAP or POP3). */
+export interface Worker {
+  readonly status: MailboxStatus;
+  start(): Promise<void>;
+  /** Orderly stop: finish the message in hand, log out, report "stopped". */
+  stop(): Promise<void>;
+  /** Immediate stop (lease lost): drop the connection without waiting for the server. */
+  abort(): Promise<void>;
 }
 
 /** Persisted per folder: where the next check starts. */
@@ -46,6 +59,13 @@ interface Cursor {
   lastUid: number;
   /** UIDs up to this one are history (first start with import-history): archived, not offered. */
   historyUntil: number;
+  /**
+   * After a UIDVALIDITY change: UIDs up to this one existed when the change was seen and are
+   * checked against the ingested index before publishing (re-mapping). 0 or absent: none.
+   */
+  remapUntil?: number;
+  /** When this mailbox was first read (ms since epoch), for re-mapping mail that predates it. */
+  firstStartAt?: number;
 }
 
 /**
@@ -55,7 +75,7 @@ interface Cursor {
  * event for that UID comes back — the commit point — so a crash anywhere leads to a redelivery
  * that every consumer recognises, never to a lost message.
  */
-export class MailboxWorker {
+export class MailboxWorker implements Worker {
   #client: ImapFlow | undefined;
   #stopped = false;
   #wake: (() => void) | undefined;
@@ -78,8 +98,17 @@ export class MailboxWorker {
       backlog: 0,
       lastError: null,
       updatedAt: new Date().toISOString(),
+      protocol: "imap",
+      checkIntervalSeconds: o.mailbox.inbound.checkIntervalSeconds,
+      startedAt: new Date().toISOString(),
+      published: 0,
     };
+    const folder = Buffer.from(o.mailbox.inbound.folder).toString("base64url") || "_";
+    this.#index = new IngestedIndex(o.ingested, `${o.names.mailboxKey(o.tenant.id, o.mailbox.id)}.${folder}`);
   }
+
+  readonly #index: IngestedIndex;
+  #aborted = false;
 
   get status(): MailboxStatus {
     return this.#status;
@@ -117,6 +146,28 @@ export class MailboxWorker {
     await this.#setState("stopped");
   }
 
+  async abort(): Promise<void> {
+    // The lease is gone or about to be: drop the connection now, without a LOGOUT round trip, so
+    // this replica never talks to the mailbox once another may. The status entry now belongs to
+    // the next owner, so it is not written.
+    this.#stopped = true;
+    this.#aborted = true;
+    this.#client?.close();
+    this.kick();
+    void this.#commit?.stop();
+    await withDeadline(this.#loop ?? Promise.resolve(), 5_000, "worker abort").catch(() => undefined);
+  }
+
+  /** Runs one IMAP command with a deadline; on expiry the connection is dropped and re-opened. */
+  async #op<T>(client: ImapFlow, p: Promise<T>, what: string): Promise<T> {
+    try {
+      return await withDeadline(p, this.o.timeoutMs ?? 30_000, what);
+    } catch (error) {
+      if (/took longer than/.test(String(error))) client.close();
+      throw error;
+    }
+  }
+
   async #run(): Promise<void> {
     let rejectedOnce = false;
     while (!this.#stopped) {
@@ -127,8 +178,11 @@ export class MailboxWorker {
         client = this.#newClient(credential);
         const closed = new Promise<void>((resolve) => client!.once("close", () => resolve()));
         client.on("error", (error: Error) => this.#log.warn({ problem: error.message }, "imap connection error"));
-        await client.connect();
-        await client.mailboxOpen(this.o.mailbox.inbound.folder);
+        await withDeadline(client.connect(), (this.o.timeoutMs ?? 30_000) * 2, "IMAP connect and login").catch((e: unknown) => {
+          client?.close();
+          throw e;
+        });
+        await this.#op(client, client.mailboxOpen(this.o.mailbox.inbound.folder), "SELECT");
         this.#client = client;
         rejectedOnce = false;
         client.on("exists", () => this.kick());
@@ -207,7 +261,8 @@ export class MailboxWorker {
       // servers and middleboxes silently drop long-idle connections.
       autoIdleDelay: 250,
       maxIdleTime: 4 * 60_000,
-      clientInfo: { name: "Postroom" },
+      // The replica id goes to the server in ID, so its log attributes every session to a replica.
+      clientInfo: { name: "Postroom", "x-postroom-replica": this.o.owner },
     } as ConstructorParameters<typeof ImapFlow>[0]);
   }
 
@@ -222,17 +277,18 @@ export class MailboxWorker {
     if (stored && stored.uidValidity === uidValidity) return stored;
     let cursor: Cursor;
     if (!stored) {
+      const firstStartAt = Date.now();
       cursor =
         this.o.mailbox.inbound.firstStart === "from-now"
-          ? { uidValidity, lastUid: uidNext - 1, historyUntil: 0 }
-          : { uidValidity, lastUid: 0, historyUntil: uidNext - 1 };
+          ? { uidValidity, lastUid: uidNext - 1, historyUntil: 0, firstStartAt }
+          : { uidValidity, lastUid: 0, historyUntil: uidNext - 1, firstStartAt };
       this.#log.info({ firstStart: this.o.mailbox.inbound.firstStart, uidNext }, "first start of this mailbox");
     } else {
-      // UIDVALIDITY changed: every UID is new. Re-read everything but treat it as history, so
-      // nothing already offered is offered again. (Re-mapping by Message-ID + content hash, to
-      // also offer mail that truly arrived during the change, is the ingestion work still to come.)
-      cursor = { uidValidity, lastUid: 0, historyUntil: uidNext - 1 };
-      this.#log.warn({ previous: stored.uidValidity, uidValidity }, "UIDVALIDITY changed; re-reading the folder as history");
+      // UIDVALIDITY changed: every UID is new. Read the whole folder again, but match each message
+      // existing now against what was already published (Message-ID + content hash), so nothing
+      // is offered twice and mail that arrived during the change is not skipped.
+      cursor = { uidValidity, lastUid: 0, historyUntil: 0, remapUntil: uidNext - 1, ...(stored.firstStartAt ? { firstStartAt: stored.firstStartAt } : {}) };
+      this.#log.warn({ previous: stored.uidValidity, uidValidity, remapUntil: uidNext - 1 }, "UIDVALIDITY changed; re-mapping the folder by Message-ID and content hash");
     }
     await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
     return cursor;
@@ -257,7 +313,7 @@ export class MailboxWorker {
     if (!box) throw new Error("no folder selected");
     const uidValidity = Number(box.uidValidity);
     const cursor = await this.#loadCursor(uidValidity, box.uidNext);
-    const found = await client.search({ uid: `${cursor.lastUid + 1}:*` }, { uid: true });
+    const found = await this.#op(client, client.search({ uid: `${cursor.lastUid + 1}:*` }, { uid: true }), "UID SEARCH");
     const uids = (found || []).filter((u) => u > cursor.lastUid).sort((a, b) => a - b);
     this.#status.backlog = uids.length;
     for (const uid of uids) {
@@ -274,34 +330,50 @@ export class MailboxWorker {
     const { tenant, mailbox, names } = this.o;
     const source: SourceKey = { protocol: "imap", tenant: tenant.id, mailbox: mailbox.id, folder: mailbox.inbound.folder, uidValidity: cursor.uidValidity, uid };
     const key = messageKey(source);
-    const meta = await client.fetchOne(String(uid), { uid: true, internalDate: true, size: true }, { uid: true });
+    const meta = await this.#op(client, client.fetchOne(String(uid), { uid: true, internalDate: true, size: true, envelope: true }, { uid: true }), "UID FETCH");
     if (!meta) return; // expunged between SEARCH and FETCH
-    const download = await client.download(String(uid), undefined, { uid: true });
+    // BODY.PEEK: reading never marks the message; large messages arrive in chunks.
+    const download = await this.#op(client, client.download(String(uid), undefined, { uid: true }), "UID FETCH BODY.PEEK[]");
     if (!download?.content) return;
-    // Hash while streaming into the object store: the message is never held whole in memory.
-    const hash = createHash("sha256");
-    let size = 0;
-    const tee = new PassThrough();
-    tee.on("data", (chunk: Buffer) => {
-      hash.update(chunk);
-      size += chunk.length;
-    });
-    download.content.pipe(tee);
-    await this.o.rawStore.put({ name: key }, Readable.toWeb(tee) as ReadableStream<Uint8Array>);
+    const raw = await storeRaw(this.o.rawStore, key, download.content, this.o.timeoutMs ?? 30_000);
     const internalDate = meta.internalDate instanceof Date ? meta.internalDate : new Date(meta.internalDate ?? Date.now());
+    const fp = fingerprint(meta.envelope?.messageId, raw.sha256);
+    let offer = uid > cursor.historyUntil;
+    if (cursor.remapUntil && uid <= cursor.remapUntil) {
+      const decision = remapDecision(await this.#index.entries(fp), key, cursor.uidValidity);
+      if (decision !== "new") {
+        await this.#index.add(fp, { key, uidValidity: cursor.uidValidity });
+        await this.o.rawStore.delete(key).catch(() => undefined);
+        this.#log.info({ uid, decision }, "message re-mapped after UIDVALIDITY change; not offered again");
+        return;
+      }
+      // Never published before. Mail older than this mailbox's first start was left alone by
+      // "from-now" (skip it again) or archived as history by "import-history" (not offered).
+      if (cursor.firstStartAt && internalDate.getTime() < cursor.firstStartAt) {
+        if (mailbox.inbound.firstStart === "from-now") {
+          await this.o.rawStore.delete(key).catch(() => undefined);
+          return;
+        }
+        offer = false;
+      }
+    }
     const event: MailReceived = {
       version: "v1",
       messageKey: key,
       source,
-      raw: { bucket: names.buckets.rawMail, name: key, size, sha256: hash.digest("hex") },
+      raw: { bucket: names.buckets.rawMail, name: key, size: raw.size, sha256: raw.sha256 },
       receivedAt: internalDate.toISOString(),
       fetchedAt: new Date().toISOString(),
-      offer: uid > cursor.historyUntil,
-      oversize: size > mailbox.inbound.maxMessageBytes,
+      offer,
+      oversize: raw.size > mailbox.inbound.maxMessageBytes,
     };
     await publishJson(this.o.js, names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key });
+    // Recorded after publishing: a crash in between re-publishes under the same key (a duplicate
+    // every consumer recognises), never skips.
+    await this.#index.add(fp, { key, uidValidity: cursor.uidValidity });
     this.#status.lastMessageAt = event.fetchedAt;
-    this.#log.info({ uid, size, offer: event.offer }, "message published");
+    this.#status.published = (this.#status.published ?? 0) + 1;
+    this.#log.info({ uid, size: raw.size, offer: event.offer }, "message published");
   }
 
   /** The commit point: runs once the archiver has stored the message. */
@@ -319,19 +391,20 @@ export class MailboxWorker {
     const uid = String(source.uid);
     switch (afterImport.action) {
       case "mark-seen":
-        await client.messageFlagsAdd(uid, ["\\Seen"], { uid: true });
+        await this.#op(client, client.messageFlagsAdd(uid, ["\\Seen"], { uid: true }), "UID STORE");
         break;
       case "move":
-        await client.messageMove(uid, afterImport.folder!, { uid: true });
+        await this.#op(client, client.messageMove(uid, afterImport.folder!, { uid: true }), "UID MOVE");
         break;
       case "delete":
-        await client.messageDelete(uid, { uid: true });
+        await this.#op(client, client.messageDelete(uid, { uid: true }), "UID EXPUNGE");
         break;
     }
     return ack;
   }
 
   async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
+    if (this.#aborted) return;
     const now = new Date().toISOString();
     this.#status = {
       ...this.#status,

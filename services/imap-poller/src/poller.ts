@@ -1,43 +1,71 @@
-import { allMailboxes, type PostroomConfig } from "@postroom/config";
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { allMailboxes, type Mailbox, type PostroomConfig, type Tenant } from "@postroom/config";
 import type { Names } from "@postroom/contracts";
 import { CredentialClient, jetStreamOf, openKv, openObjectStore, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
-import { MailboxWorker } from "./mailbox-worker.js";
+import { DEFAULT_LEASE_TIMING, LeaseManager, type LeaseTarget, type LeaseTiming } from "./lease.js";
+import { MailboxWorker, type MailboxWorkerOptions, type Worker } from "./mailbox-worker.js";
+import { Pop3Worker } from "./pop3-worker.js";
 
 export interface PollerOptions {
   nc: NatsConnection;
   names: Names;
   config: PostroomConfig;
   logger: Logger;
-  /** Poll only these tenants' mailboxes (per-tenant deployments); all when absent. */
+  /** Poll only these tenants' mailboxes (per-tenant deployments, POSTROOM_TENANTS); all when absent. */
   tenants?: string[];
+  /** This replica's id (default: host, pid and a random suffix); must be a KV-safe token. */
   owner?: string;
   needsAdminRetryMs?: number;
+  /** Lease timing (tests only shorten nothing: the default bound is what is stated). */
+  leaseTiming?: LeaseTiming;
 }
 
-/** Runs one MailboxWorker per configured IMAP mailbox. */
-export class Poller {
-  readonly workers: MailboxWorker[] = [];
+/** A replica id usable as a KV key token: unique per process, readable in logs. */
+export function replicaId(): string {
+  const host = hostname().toLowerCase().replace(/[^a-z0-9-]/g, "-").slice(0, 40) || "host";
+  return `${host}-${process.pid}-${randomBytes(3).toString("hex")}`;
+}
 
-  constructor(private readonly o: PollerOptions) {}
+/**
+ * One replica of imap-poller. It takes leases on its share of the configured mailboxes (all, or
+ * only its tenants') and runs one worker per leased mailbox — IMAP or POP3 — so each mailbox is
+ * polled by exactly one replica, fails and recovers on its own, and moves to another replica
+ * within 15 s when this one dies.
+ */
+export class Poller {
+  readonly workers = new Map<string, Worker>();
+  #leases: LeaseManager | undefined;
+  readonly owner: string;
+
+  constructor(private readonly o: PollerOptions) {
+    this.owner = o.owner ?? replicaId();
+  }
 
   async start(): Promise<void> {
     const { nc, names, config } = this.o;
     const replicas = config.nats.replicas;
+    const timing = this.o.leaseTiming ?? DEFAULT_LEASE_TIMING;
     const cursors = await openKv(nc, names.buckets.cursors, { replicas });
     const statusKv = await openKv(nc, names.buckets.mailboxStatus, { replicas });
     const controlKv = await openKv(nc, names.buckets.control, { replicas });
+    const ingested = await openKv(nc, names.buckets.ingested, { replicas });
+    const leasesKv = await openKv(nc, names.buckets.leases, { replicas, ttlMs: timing.ttlMs });
     // Raw messages wait here until archived; a week's TTL cleans up after any crash.
     const rawStore = await openObjectStore(nc, names.buckets.rawMail, { replicas, ttlMs: 7 * 24 * 3600 * 1000 });
     const credentials = new CredentialClient(nc, names);
     const js = jetStreamOf(nc);
+    const byKey = new Map<string, { tenant: Tenant; mailbox: Mailbox }>();
     for (const { tenant, mailbox } of allMailboxes(config)) {
       if (this.o.tenants?.length && !this.o.tenants.includes(tenant.id)) continue;
-      if (mailbox.inbound.protocol !== "imap") {
-        this.o.logger.warn({ tenant: tenant.id, mailbox: mailbox.id }, "POP3 mailboxes are not read by this version; mailbox skipped");
-        continue;
-      }
-      const worker = new MailboxWorker({
+      byKey.set(names.mailboxKey(tenant.id, mailbox.id), { tenant, mailbox });
+    }
+    const log = this.o.logger.child({ replica: this.owner });
+    log.info({ mailboxes: byKey.size, tenants: this.o.tenants ?? "all" }, "imap-poller replica starting");
+    const workerFor = (t: LeaseTarget): Worker => {
+      const { tenant, mailbox } = byKey.get(names.mailboxKey(t.tenant, t.mailbox))!;
+      const options: MailboxWorkerOptions = {
         nc,
         js,
         names,
@@ -48,16 +76,43 @@ export class Poller {
         controlKv,
         rawStore,
         credentials,
+        ingested,
         logger: this.o.logger,
-        owner: this.o.owner ?? `imap-poller-${process.pid}`,
+        owner: this.owner,
         ...(this.o.needsAdminRetryMs ? { needsAdminRetryMs: this.o.needsAdminRetryMs } : {}),
-      });
-      await worker.start();
-      this.workers.push(worker);
-    }
+      };
+      return mailbox.inbound.protocol === "pop3" ? new Pop3Worker(options) : new MailboxWorker(options);
+    };
+    this.#leases = new LeaseManager({
+      kv: leasesKv,
+      replica: this.owner,
+      tenants: this.o.tenants?.length ? this.o.tenants : null,
+      targets: [...byKey.values()].map(({ tenant, mailbox }) => ({ tenant: tenant.id, mailbox: mailbox.id })),
+      timing,
+      logger: this.o.logger,
+      onAcquired: async (t) => {
+        const worker = workerFor(t);
+        this.workers.set(names.mailboxKey(t.tenant, t.mailbox), worker);
+        await worker.start();
+      },
+      onLost: async (t) => {
+        const key = names.mailboxKey(t.tenant, t.mailbox);
+        const worker = this.workers.get(key);
+        this.workers.delete(key);
+        await worker?.abort();
+      },
+      onReleasing: async (t) => {
+        const key = names.mailboxKey(t.tenant, t.mailbox);
+        const worker = this.workers.get(key);
+        this.workers.delete(key);
+        await worker?.stop();
+      },
+    });
+    await this.#leases.start();
   }
 
+  /** Stops every worker in order and releases their leases, so other replicas take over at once. */
   async stop(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.stop()));
+    await this.#leases?.stop();
   }
 }

@@ -1,0 +1,311 @@
+import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import { ack, CredentialUnavailableError, DurableConsumer, publishJson, type Verdict } from "@postroom/nats-kit";
+import type { Logger } from "@postroom/telemetry";
+import { Backoff } from "./backoff.js";
+import { classifyImapError } from "./classify.js";
+import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
+import { Pop3Client } from "./pop3-client.js";
+import { storeRaw } from "./raw-store.js";
+import { withDeadline } from "./lease.js";
+
+/** What the poller remembers about one UIDL (KV bucket `cursors`). */
+type SeenState = "published" | "archived" | "skipped";
+
+/**
+ * Reads one POP3 mailbox. POP3 has no IDLE and no flags, so each check is a whole session:
+ * connect, log in (USER/PASS or AUTH XOAUTH2), UIDL, delete what the archiver has confirmed
+ * (delete-after-archiving mode), download what is new by UIDL, QUIT. The UIDL is the message's
+ * identity (JetStream message id, SQL unique key); UIDLs already published are remembered in KV, so
+ * "leave on server" never offers a message twice, and DELE is only ever sent for a UIDL whose
+ * `mail.archived` came back — the same commit point as IMAP. DELE takes effect only at a
+ * successful QUIT, so a crash before it loses nothing.
+ */
+export class Pop3Worker implements Worker {
+  #stopped = false;
+  #aborted = false;
+  #client: Pop3Client | undefined;
+  #wake: (() => void) | undefined;
+  #kicked = false;
+  #loop: Promise<void> | undefined;
+  #commit: DurableConsumer<MailArchived> | undefined;
+  #seen: Map<string, SeenState> | undefined;
+  readonly #backoff = new Backoff(1000, 60_000);
+  #status: MailboxStatus;
+  readonly #log: Logger;
+
+  constructor(private readonly o: MailboxWorkerOptions) {
+    this.#log = o.logger.child({ tenant: o.tenant.id, mailbox: o.mailbox.id, protocol: "pop3" });
+    const now = new Date().toISOString();
+    this.#status = {
+      version: "v1",
+      tenant: o.tenant.id,
+      mailbox: o.mailbox.id,
+      state: "connecting",
+      owner: o.owner,
+      lastCheckAt: null,
+      lastMessageAt: null,
+      backlog: 0,
+      lastError: null,
+      updatedAt: now,
+      protocol: "pop3",
+      checkIntervalSeconds: o.mailbox.inbound.checkIntervalSeconds,
+      startedAt: now,
+      published: 0,
+    };
+  }
+
+  get status(): MailboxStatus {
+    return this.#status;
+  }
+
+  async start(): Promise<void> {
+    const { names, tenant, mailbox } = this.o;
+    this.#commit = new DurableConsumer({
+      nc: this.o.nc,
+      stream: names.streams.mail,
+      durable: names.consumers.pollerCommit(tenant.id, mailbox.id),
+      filterSubject: names.subjects.mailArchived(tenant.id, mailbox.id),
+      schema: MailArchived,
+      handler: (event) => this.#archived(event),
+      ackWaitMs: 120_000,
+      onProblem: (p) => this.#log.warn({ subject: p.subject, reason: p.reason, action: p.action }, "archived event deferred"),
+    });
+    await this.#commit.start();
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    // Commit consumer first (no new deletions queued), then the session loop, then report.
+    this.#stopped = true;
+    await this.#commit?.stop();
+    this.#kick();
+    await this.#loop;
+    await this.#setState("stopped");
+  }
+
+  async abort(): Promise<void> {
+    // Dropping the connection without QUIT also discards any DELE of this session: safe.
+    this.#stopped = true;
+    this.#aborted = true;
+    this.#client?.close();
+    this.#kick();
+    void this.#commit?.stop();
+    await withDeadline(this.#loop ?? Promise.resolve(), 5_000, "worker abort").catch(() => undefined);
+  }
+
+  #kick(): void {
+    this.#kicked = true;
+    this.#wake?.();
+  }
+
+  #prefix(): string {
+    return `${this.o.names.mailboxKey(this.o.tenant.id, this.o.mailbox.id)}.pop3`;
+  }
+
+  #seenKey(uidl: string): string {
+    return `${this.#prefix()}.${Buffer.from(uidl).toString("base64url")}`;
+  }
+
+  async #loadSeen(): Promise<Map<string, SeenState>> {
+    if (this.#seen) return this.#seen;
+    const seen = new Map<string, SeenState>();
+    const prefix = `${this.#prefix()}.`;
+    const keys: string[] = [];
+    for await (const k of await this.o.cursors.keys(`${prefix}>`)) keys.push(k);
+    for (const k of keys) {
+      const e = await this.o.cursors.get(k);
+      if (!e?.value.length) continue;
+      const v = e.json() as { uidl: string; state: SeenState };
+      seen.set(v.uidl, v.state);
+    }
+    this.#seen = seen;
+    return seen;
+  }
+
+  /**
+   * Records a UIDL's state. Marks run one after another (the session and the commit consumer both
+   * mark), and "published" never overwrites "archived": the archiver may confirm a message before
+   * the session has recorded publishing it.
+   */
+  #mark(uidl: string, state: SeenState): Promise<void> {
+    const run = this.#marks.then(async () => {
+      const seen = await this.#loadSeen();
+      if (state === "published" && seen.get(uidl) === "archived") return;
+      await this.o.cursors.put(this.#seenKey(uidl), JSON.stringify({ version: "v1", uidl, state }));
+      seen.set(uidl, state);
+    });
+    this.#marks = run.catch(() => undefined);
+    return run;
+  }
+
+  #marks: Promise<void> = Promise.resolve();
+
+  async #forget(uidl: string): Promise<void> {
+    await this.o.cursors.delete(this.#seenKey(uidl));
+    this.#seen?.delete(uidl);
+  }
+
+  /** The commit point: the archiver stored this UIDL; in delete mode the next session deletes it. */
+  async #archived(event: MailArchived): Promise<Verdict> {
+    const source = event.source;
+    if (source.protocol !== "pop3" || this.o.mailbox.inbound.pop3LeaveOnServer) return ack;
+    await this.#mark(source.uidl, "archived");
+    this.#kick();
+    return ack;
+  }
+
+  async #run(): Promise<void> {
+    let rejectedOnce = false;
+    while (!this.#stopped) {
+      try {
+        this.#kicked = false;
+        const paused = await this.#pausedReason();
+        if (paused) {
+          await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
+          await this.#sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
+          continue;
+        }
+        await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
+        await this.#session(rejectedOnce);
+        rejectedOnce = false;
+        this.#backoff.reset();
+        this.#status.lastCheckAt = new Date().toISOString();
+        await this.#setState("idle");
+        if (!this.#kicked) await this.#sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
+      } catch (error) {
+        if (this.#stopped) break;
+        rejectedOnce = await this.#handleFailure(error, rejectedOnce);
+      }
+    }
+  }
+
+  async #session(rejected: boolean): Promise<void> {
+    const { tenant, mailbox, names } = this.o;
+    const inbound = mailbox.inbound;
+    const credential = await this.o.credentials.get(tenant.id, mailbox.id, "pop3", rejected);
+    const client = new Pop3Client({
+      host: inbound.host,
+      port: inbound.port ?? (inbound.tls === "implicit" ? 995 : 110),
+      tls: inbound.tls,
+      rejectUnauthorized: inbound.verifyCertificate,
+      timeoutMs: this.o.timeoutMs ?? 30_000,
+    });
+    this.#client = client;
+    try {
+      await client.connect();
+      if (credential.mechanism === "PLAIN") await client.login(credential.username, credential.password);
+      else await client.authXoauth2(credential.username, credential.accessToken);
+      const listing = await client.listing();
+      const seen = await this.#loadSeen();
+      const firstStart = await this.o.cursors.get(`${this.#prefix()}-start`);
+      const firstTime = !firstStart?.value.length;
+      if (firstTime && inbound.firstStart === "from-now") {
+        // Start at "now": what is there is remembered, never fetched.
+        for (const m of listing) if (!seen.has(m.uidl)) await this.#mark(m.uidl, "skipped");
+      }
+      if (firstTime) await this.o.cursors.put(`${this.#prefix()}-start`, JSON.stringify({ version: "v1", at: new Date().toISOString(), policy: inbound.firstStart }));
+      const deleted: string[] = [];
+      if (!inbound.pop3LeaveOnServer) {
+        for (const m of listing) {
+          if (seen.get(m.uidl) === "archived") {
+            await client.dele(m.n);
+            deleted.push(m.uidl);
+          }
+        }
+      }
+      const fresh = listing.filter((m) => !seen.has(m.uidl));
+      this.#status.backlog = fresh.length;
+      for (const m of fresh) {
+        if (this.#stopped) break;
+        const source: SourceKey = { protocol: "pop3", tenant: tenant.id, mailbox: mailbox.id, uidl: m.uidl };
+        const key = messageKey(source);
+        const raw = await storeRaw(this.o.rawStore, key, await client.retr(m.n), this.o.timeoutMs ?? 30_000);
+        const now = new Date().toISOString();
+        const event: MailReceived = {
+          version: "v1",
+          messageKey: key,
+          source,
+          raw: { bucket: names.buckets.rawMail, name: key, size: raw.size, sha256: raw.sha256 },
+          receivedAt: now,
+          fetchedAt: now,
+          offer: !(firstTime && inbound.firstStart === "import-history"),
+          oversize: raw.size > inbound.maxMessageBytes,
+        };
+        await publishJson(this.o.js, names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key });
+        // Remembered after publishing: a crash in between re-publishes under the same UIDL key.
+        await this.#mark(m.uidl, "published");
+        this.#status.backlog--;
+        this.#status.lastMessageAt = now;
+        this.#status.published = (this.#status.published ?? 0) + 1;
+        this.#log.info({ uidl: m.uidl, size: raw.size, offer: event.offer }, "message published");
+      }
+      await client.quit();
+      // The deletions are committed now. UIDLs no longer on the server are forgotten: they can
+      // never be fetched again, and the archive's unique key guards against a server reusing one.
+      const present = new Set(listing.map((m) => m.uidl));
+      for (const uidl of deleted) await this.#forget(uidl);
+      for (const uidl of [...seen.keys()]) if (!present.has(uidl) && seen.get(uidl) !== "published") await this.#forget(uidl);
+      if (deleted.length) this.#log.info({ deleted: deleted.length }, "archived messages deleted from the POP3 server");
+    } finally {
+      client.close();
+      if (this.#client === client) this.#client = undefined;
+    }
+  }
+
+  async #pausedReason(): Promise<string | undefined> {
+    const entry = await this.o.controlKv.get(ingestKey(this.o.tenant.id, this.o.mailbox.id));
+    if (!entry?.value.length) return undefined;
+    const control = IngestControl.safeParse(entry.json());
+    return control.success && control.data.paused ? (control.data.reason ?? "paused by the archiver") : undefined;
+  }
+
+  /** Returns the new value of "a fresh credential was already asked for". */
+  async #handleFailure(error: unknown, rejectedOnce: boolean): Promise<boolean> {
+    if (error instanceof CredentialUnavailableError && error.kind !== "transient" && error.kind !== "no-answer") {
+      await this.#needsAdmin(error.message, error.code, error.fix);
+      return false;
+    }
+    const failure = classifyImapError(error);
+    if (failure.kind === "auth") {
+      if (!rejectedOnce) {
+        this.#log.warn({ problem: failure.text }, "server refused the credential; asking token-service for a fresh one");
+        return true;
+      }
+      await this.#needsAdmin(failure.text, "auth-failed", "check the mailbox's password or OAuth grant, then fix the config");
+      return false;
+    }
+    const delay = failure.retryAfterMs ?? this.#backoff.next();
+    await this.#setState("backing-off", { message: failure.text, code: failure.kind, fix: null });
+    this.#log.warn({ problem: failure.text, retryInMs: delay }, "mailbox check failed; backing off");
+    await this.#sleep(delay);
+    return rejectedOnce;
+  }
+
+  async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
+    await this.#setState("needs-admin", { message, code, fix });
+    this.#log.error({ problem: message, code, fix }, "mailbox needs an administrator");
+    await this.#sleep(this.o.needsAdminRetryMs ?? 60_000);
+  }
+
+  async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
+    if (this.#aborted) return;
+    const now = new Date().toISOString();
+    this.#status = { ...this.#status, state, updatedAt: now, ...(error ? { lastError: { ...error, at: now } } : {}) };
+    try {
+      await this.o.statusKv.put(this.o.names.mailboxKey(this.o.tenant.id, this.o.mailbox.id), JSON.stringify(this.#status));
+    } catch (e) {
+      this.#log.debug({ problem: (e as Error).message }, "status not written");
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+}
