@@ -1,4 +1,4 @@
-import { MailboxLease, ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys } from "@postroom/contracts";
+import { ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys, type MailboxLease } from "@postroom/contracts";
 import type { KV } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 
