@@ -1,0 +1,112 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { PostroomConfig, type PostroomConfigInput } from "@postroom/config";
+import { names as namesOf, streamDefinitions, type MailArchived, type Names } from "@postroom/contracts";
+import { createPool, migrate, type Pool } from "@postroom/db";
+import { connectNats, ensureStreams, jetStreamOf, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import { createLogger } from "@postroom/telemetry";
+import { cleanupNamespace, createTestDatabase, natsUrl, tempDir, testNamespace, type TempDir, type TestDatabase } from "@postroom/testkit";
+import { Writable } from "node:stream";
+import { AsdBridge, type BridgeOptions } from "./bridge.js";
+
+/**
+ * One test file's world for asd-bridge: its own PostgreSQL database (migrated), NATS namespace
+ * with the streams, an archive folder, and a bridge in this process with the agent API on a
+ * free port. Mail is put in the way the archiver leaves it — rows in messages/addresses/
+ * attachments, files on disk — and announced with a real `mail.archived` event.
+ */
+export class BridgeHarness {
+  db!: TestDatabase;
+  pool!: Pool;
+  nc!: NatsConnection;
+  names!: Names;
+  namespace!: string;
+  dir!: TempDir;
+  config!: PostroomConfig;
+  bridge!: AsdBridge;
+  readonly logs: string[] = [];
+  #n = 0;
+
+  static async create(prefix: string, config: (archive: string) => Omit<PostroomConfigInput, "version" | "database" | "archive" | "nats">, env: Record<string, string> = {}, options: Partial<BridgeOptions> = {}): Promise<BridgeHarness> {
+    const h = new BridgeHarness();
+    h.dir = tempDir(prefix);
+    h.db = await createTestDatabase(prefix);
+    h.pool = createPool(h.db.url);
+    await migrate(h.pool);
+    h.namespace = testNamespace(prefix);
+    h.names = namesOf(h.namespace);
+    h.nc = await connectNats({ url: natsUrl(), name: `test-${prefix}` });
+    await ensureStreams(h.nc, streamDefinitions(h.names, { replicas: 1 }));
+    const archive = join(h.dir.path, "archive");
+    h.config = PostroomConfig.parse({ version: 1, nats: { url: natsUrl(), namespace: h.namespace }, database: { url: h.db.url }, archive: { path: archive }, agentApi: { port: 0 }, ...config(archive) });
+    const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (h.logs.push(chunk.toString()), cb()) });
+    h.bridge = new AsdBridge({ nc: h.nc, names: h.names, config: h.config, pool: h.pool, logger: createLogger({ service: "asd-bridge", level: "debug", destination: sink }), env, ...options });
+    return h;
+  }
+
+  /** Puts one archived email in the database (and its parts on disk) and announces it. */
+  async deliver(tenant: string, mailbox: string, m: { from?: string; to?: string[]; cc?: string[]; subject?: string; text?: string; html?: string; attachments?: { name: string; content: Buffer }[] } = {}): Promise<{ messageId: string; messageKey: string }> {
+    const n = ++this.#n;
+    const messageKey = `${tenant}/${mailbox}/imap/INBOX/1/${n}`;
+    const path = join(this.dir.path, "archive", tenant, mailbox, `1-${n}`);
+    await mkdir(join(path, "parts"), { recursive: true });
+    const from = m.from ?? "ann@customer.example";
+    const to = m.to ?? [`${mailbox}@${tenant}.test`];
+    const conv = await this.pool.query<{ id: string }>("INSERT INTO conversations (tenant, mailbox, subject) VALUES ($1, $2, $3) RETURNING id", [tenant, mailbox, m.subject ?? ""]);
+    const row = await this.pool.query<{ id: string }>(
+      `INSERT INTO messages (message_key, tenant, mailbox, direction, protocol, folder, uid_validity, uid, rfc_message_id, subject, from_address,
+         received_at, size, sha256, archive_path, text_body, html_body, conversation_id)
+       VALUES ($1, $2, $3, 'inbound', 'imap', 'INBOX', 1, $4, $5, $6, $7, now(), 100, $8, $9, $10, $11, $12) RETURNING id`,
+      [messageKey, tenant, mailbox, n, `<m${n}@customer.example>`, m.subject ?? `Question ${n}`, from, "0".repeat(64), path, m.text ?? "Hello", m.html ?? null, conv.rows[0]!.id],
+    );
+    const id = row.rows[0]!.id;
+    await this.pool.query("INSERT INTO addresses (message_id, role, address) VALUES ($1, 'from', $2)", [id, from]);
+    for (const a of to) await this.pool.query("INSERT INTO addresses (message_id, role, address) VALUES ($1, 'to', $2)", [id, a]);
+    for (const a of m.cc ?? []) await this.pool.query("INSERT INTO addresses (message_id, role, address) VALUES ($1, 'cc', $2)", [id, a]);
+    for (const [i, a] of (m.attachments ?? []).entries()) {
+      await writeFile(join(path, "parts", a.name), a.content);
+      await this.pool.query(
+        "INSERT INTO attachments (message_id, part_index, original_name, stored_name, content_type, size, sha256) VALUES ($1, $2, $3, $3, 'application/pdf', $4, $5)",
+        [id, i, a.name, a.content.length, "0".repeat(64)],
+      );
+    }
+    const now = new Date().toISOString();
+    const event: MailArchived = {
+      version: "v1", messageKey, tenant, mailbox, messageId: id, conversationId: conv.rows[0]!.id, archivePath: path, size: 100, sha256: "0".repeat(64),
+      rfcMessageId: `<m${n}@customer.example>`, subject: m.subject ?? `Question ${n}`, from, to, cc: m.cc ?? [], flags: { autoReply: false, bounce: false, loop: false },
+      parseError: null, offer: true, receivedAt: now, archivedAt: now, source: { protocol: "imap", tenant, mailbox, folder: "INBOX", uidValidity: 1, uid: n },
+    };
+    await publishJson(jetStreamOf(this.nc), this.names.subjects.mailArchived(tenant, mailbox), event, { msgId: messageKey });
+    return { messageId: id, messageKey };
+  }
+
+  async sessionOf(messageId: string): Promise<{ id: string; state: string; agent: string | null; queue: string } | undefined> {
+    return (await this.pool.query<{ id: string; state: string; agent: string | null; queue: string }>("SELECT id, state, agent, queue FROM sessions WHERE message_id = $1", [messageId])).rows[0];
+  }
+
+  async close(): Promise<void> {
+    await this.bridge?.stop().catch(() => undefined);
+    await this.nc?.drain().catch(() => undefined);
+    await this.pool?.end().catch(() => undefined);
+    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.db?.drop().catch(() => undefined);
+    await this.dir?.remove().catch(() => undefined);
+  }
+}
+
+/** A tiny HTTP client for the agent API. */
+export async function call(base: string, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  let parsed: Record<string, unknown> = {};
+  try {
+    parsed = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    parsed = { text };
+  }
+  return { status: res.status, body: parsed };
+}
