@@ -1,7 +1,10 @@
 import { AckPolicy, DeliverPolicy, jetstreamManager, type JsMsg, type ConsumerMessages } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { SpanKind, SpanStatusCode, context, metrics, trace, type Counter, type Histogram } from "@opentelemetry/api";
+import { HANDLE_BUCKETS_SECONDS, METRICS } from "@postroom/telemetry/catalogue";
 import type { z } from "zod";
 import { jetStreamOf } from "./publish.js";
+import { traceContextOf } from "./trace-context.js";
 
 /** What a handler decided about one message. Decided by the service's pure classifiers. */
 export type Verdict =
@@ -42,11 +45,36 @@ export class DurableConsumer<T> {
   #loop: Promise<void> | undefined;
   #stopping = false;
   readonly #inflight = new Set<Promise<void>>();
+  #handled: Counter | undefined;
+  #duration: Histogram | undefined;
 
   constructor(private readonly options: DurableConsumerOptions<T>) {}
 
+  /** The durable consumer's name. */
+  get durable(): string {
+    return this.options.durable;
+  }
+
+  /**
+   * How far behind this consumer is: messages not yet delivered (`pending`) and delivered but not
+   * acknowledged (`ackPending`). Read from the server, for the lag gauges and readiness.
+   */
+  async lag(): Promise<{ consumer: string; pending: number; ackPending: number }> {
+    const jsm = await jetstreamManager(this.options.nc);
+    const info = await jsm.consumers.info(this.options.stream, this.options.durable);
+    return { consumer: this.options.durable, pending: info.num_pending, ackPending: info.num_ack_pending };
+  }
+
   async start(): Promise<void> {
     const o = this.options;
+    // Instruments are made here, not at import: the metrics API has no proxy, so they must be
+    // created after the service started telemetry (a no-op meter otherwise).
+    const meter = metrics.getMeter("@postroom/nats-kit");
+    this.#handled = meter.createCounter(METRICS.handled.name, { description: METRICS.handled.help });
+    this.#duration = meter.createHistogram(METRICS.handleDuration.name, {
+      description: METRICS.handleDuration.help,
+      advice: { explicitBucketBoundaries: HANDLE_BUCKETS_SECONDS },
+    });
     const jsm = await jetstreamManager(o.nc);
     const config = {
       durable_name: o.durable,
@@ -85,6 +113,32 @@ export class DurableConsumer<T> {
   }
 
   async #handle(msg: JsMsg): Promise<void> {
+    // The handler runs inside a CONSUMER span continuing the trace the publisher started, so its
+    // log lines carry the email's trace id and its own publishes join the same trace.
+    const parent = traceContextOf(msg.headers);
+    const span = trace.getTracer("@postroom/nats-kit").startSpan(
+      `process ${this.options.durable}`,
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: {
+          "messaging.system": "nats",
+          "messaging.destination.name": msg.subject,
+          "messaging.consumer.group.name": this.options.durable,
+          "messaging.nats.delivery_count": msg.info.deliveryCount,
+        },
+      },
+      parent,
+    );
+    const started = performance.now();
+    const verdict = await context.with(trace.setSpan(parent, span), () => this.#decide(msg));
+    if (verdict.action !== "ack") span.setStatus({ code: SpanStatusCode.ERROR, message: `${verdict.action}: ${verdict.reason}` });
+    span.setAttribute("postroom.verdict", verdict.action);
+    span.end();
+    this.#handled?.add(1, { consumer: this.options.durable, result: verdict.action });
+    this.#duration?.record((performance.now() - started) / 1000, { consumer: this.options.durable });
+  }
+
+  async #decide(msg: JsMsg): Promise<Verdict> {
     const o = this.options;
     let payload: T;
     try {
@@ -92,7 +146,7 @@ export class DurableConsumer<T> {
     } catch (error) {
       o.onProblem?.({ subject: msg.subject, reason: "payload does not match the schema", action: "term", error });
       msg.term("payload does not match the schema");
-      return;
+      return { action: "term", reason: "payload does not match the schema" };
     }
     let verdict: Verdict;
     try {
@@ -114,6 +168,7 @@ export class DurableConsumer<T> {
         msg.term(verdict.reason);
         break;
     }
+    return verdict;
   }
 
   /** Stops taking new messages, lets the ones in hand finish, then closes the subscription. */

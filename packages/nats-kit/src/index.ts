@@ -11,3 +11,4 @@ export type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 export type { KV } from "@nats-io/kv";
 export type { ObjectStore } from "@nats-io/obj";
 export { CredentialClient, CredentialUnavailableError } from "./credentials.js";
+export { traceHeaders, traceContextOf } from "./trace-context.js";

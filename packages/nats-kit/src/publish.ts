@@ -1,5 +1,7 @@
 import { jetstream, type JetStreamClient, type PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
+import { SpanKind, SpanStatusCode, context, trace } from "@opentelemetry/api";
+import { traceHeaders } from "./trace-context.js";
 
 export interface PublishOptions {
   /**
@@ -8,21 +10,44 @@ export interface PublishOptions {
    * keys its idempotency on the same value.
    */
   msgId: string;
-  /** Extra headers, e.g. `traceparent`. */
+  /**
+   * Extra headers. A `traceparent` given here is sent as is; otherwise the publish's own span
+   * (a child of the active one, or the root of a new trace) is injected.
+   */
   headers?: Record<string, string>;
   /** Deadline for the server's acknowledgement. */
   timeoutMs?: number;
 }
 
-/** Publishes a JSON event to JetStream and waits for the server to store it. */
+/**
+ * Publishes a JSON event to JetStream and waits for the server to store it. The publish is a
+ * PRODUCER span and its W3C trace context travels in the message's headers, so one email is one
+ * trace from the poller to the agent's reply.
+ */
 export async function publishJson(js: JetStreamClient, subject: string, payload: unknown, options: PublishOptions): Promise<PubAck> {
-  const h = natsHeaders();
-  for (const [k, v] of Object.entries(options.headers ?? {})) h.set(k, v);
-  return js.publish(subject, JSON.stringify(payload), {
-    msgID: options.msgId,
-    headers: h,
-    timeout: options.timeoutMs ?? 10_000,
+  const tracer = trace.getTracer("@postroom/nats-kit");
+  const span = tracer.startSpan("publish", {
+    kind: SpanKind.PRODUCER,
+    attributes: { "messaging.system": "nats", "messaging.destination.name": subject, "messaging.message.id": options.msgId },
   });
+  try {
+    const h = natsHeaders();
+    const given = options.headers ?? {};
+    const carried = "traceparent" in given ? {} : traceHeaders(trace.setSpan(context.active(), span));
+    for (const [k, v] of Object.entries({ ...carried, ...given })) h.set(k, v);
+    const ack = await js.publish(subject, JSON.stringify(payload), {
+      msgID: options.msgId,
+      headers: h,
+      timeout: options.timeoutMs ?? 10_000,
+    });
+    if (ack.duplicate) span.setAttribute("messaging.nats.duplicate", true);
+    return ack;
+  } catch (error) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
+    throw error;
+  } finally {
+    span.end();
+  }
 }
 
 export function jetStreamOf(nc: NatsConnection): JetStreamClient {
