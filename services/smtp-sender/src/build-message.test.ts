@@ -61,7 +61,7 @@ test("a forward inline carries the original's attachments as files streamed from
 
 test("a forward as attachment attaches the archived message.eml as message/rfc822", () => {
   const { options } = buildMessage(command({ kind: "forward", to: ["legal@acme.test"], forwardAs: "attachment" }), mailbox, "<m@acme.test>", original);
-  assert.deepEqual(options.attachments, [{ filename: "AW_ Order 42.eml", path: "/archive/acme/support/x/message.eml", contentType: "message/rfc822" }]);
+  assert.deepEqual(options.attachments, [{ filename: "AW_ Order 42.eml", path: "/archive/acme/support/x/message.eml", contentType: "message/rfc822", contentDisposition: "attachment" }]);
 });
 
 test("alerts are marked Auto-Submitted so auto-responders stay quiet", () => {

@@ -462,6 +462,8 @@ export function buildMessage(
         filename: `${original.subject.replace(/[\\/:*?"<>|\u0000-\u001f]/g, "_").slice(0, 100) || "message"}.eml`,
         path: join(original.archivePath, "message.eml"),
         contentType: "message/rfc822",
+        // nodemailer's default for message/rfc822 is inline; clients then show it as the body.
+        contentDisposition: "attachment",
       });
     } else {
       const block = forwardedBlock(original);
