@@ -36,6 +36,16 @@ export class PostroomSystem {
     for (const s of services) this.startService(s);
   }
 
+  /**
+   * Changes the configuration file the services read (e.g. to raise an archive quota). Services
+   * read it at start, so restart the ones that must see the change.
+   */
+  async rewriteConfig(change: (config: PostroomConfigInput) => void): Promise<void> {
+    change(this.o.config);
+    this.#configPath ||= join(this.o.dir, "postroom.yaml");
+    await writeFile(this.#configPath, stringify(this.o.config));
+  }
+
   /** `extraEnv` applies to this start only (e.g. a crash test's failpoint). */
   startService(name: ServiceName, extraEnv: Record<string, string> = {}): void {
     if (this.#children.has(name)) throw new Error(`${name} is already running`);
