@@ -1,9 +1,30 @@
-import type { PostroomConfig } from "@postroom/config";
-import { findMailbox, resolveSecret, SecretError } from "@postroom/config";
-import { CredentialRequest, type Credential, type CredentialError, type Names } from "@postroom/contracts";
+import type { MailboxAuth, PostroomConfig } from "@postroom/config";
+import { allMailboxes, findMailbox, resolveSecret, SecretError } from "@postroom/config";
+import { CredentialRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names } from "@postroom/contracts";
 import type { NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
-import type { Subscription } from "@nats-io/transport-node";
+import type { Msg, Subscription } from "@nats-io/transport-node";
+import type { KV } from "@nats-io/kv";
+import { CredentialConfigError, classifyTokenFailure, type TokenFailure } from "./classify.js";
+import { expiryWarnings, type ExpiryWarning } from "./expiry.js";
+import {
+  GoogleTokenSource,
+  MicrosoftTokenSource,
+  parseServiceAccountKey,
+  secretFingerprint,
+  type AccessToken,
+  type MicrosoftCloudName,
+  type TokenSource,
+} from "./providers.js";
+import { TokenCache, TokenUnavailableError } from "./token-cache.js";
+
+/** What the service reports for metrics (a seam: the telemetry work plugs counters in here). */
+export interface CredentialServiceEvents {
+  /** A request was answered (bounded labels: tenant and mailbox ids, never an address). */
+  onAnswered?(event: { tenant: string; mailbox: string; outcome: "ok" | "transient" | "needs-admin" | "unknown-mailbox"; ms: number }): void;
+  /** A token request to an identity platform finished. */
+  onTokenFetched?(event: { provider: "microsoft365" | "google-service-account"; ok: boolean; code: string | null; ms: number }): void;
+}
 
 export interface CredentialServiceOptions {
   nc: NatsConnection;
@@ -13,18 +34,65 @@ export interface CredentialServiceOptions {
   env?: NodeJS.ProcessEnv;
   /** Serve only these tenants (per-tenant deployments); all when absent. */
   tenants?: string[];
+  /** The mailbox-status KV bucket, for each mailbox's auth state (`<t>.<m>.auth`). Not published when absent. */
+  statusKv?: KV;
+  /** Warn this many days ahead of a secret's or certificate's expiry (default 30). */
+  expiryWarnDays?: number;
+  /** How often to re-check expiry dates (default 6 h). */
+  expiryCheckMs?: number;
+  /** After a needs-admin failure, ask the identity platform again no sooner than this (default 60 s). */
+  needsAdminRetryMs?: number;
+  /** Metrics seam. */
+  events?: CredentialServiceEvents;
 }
 
 type Reply = Credential | CredentialError;
+type OAuthAuth = Exclude<MailboxAuth, { type: "password" }>;
+
+/** A token source that resolves its secret references on every fetch, so a rotated secret is used without a restart. */
+class ResolvingSource implements TokenSource {
+  #inner: { fingerprint: string; source: TokenSource } | undefined;
+
+  constructor(
+    private readonly build: () => Promise<{ fingerprint: string; create: () => TokenSource }>,
+    private readonly provider: "microsoft365" | "google-service-account",
+    private readonly events: CredentialServiceEvents | undefined,
+  ) {}
+
+  async acquire(): Promise<AccessToken> {
+    const started = Date.now();
+    try {
+      const { fingerprint, create } = await this.build();
+      if (this.#inner?.fingerprint !== fingerprint) this.#inner = { fingerprint, source: create() };
+      const token = await this.#inner.source.acquire();
+      this.events?.onTokenFetched?.({ provider: this.provider, ok: true, code: null, ms: Date.now() - started });
+      return token;
+    } catch (error) {
+      this.events?.onTokenFetched?.({ provider: this.provider, ok: false, code: classifyTokenFailure(error).code, ms: Date.now() - started });
+      throw error;
+    }
+  }
+}
 
 /**
  * Answers credential requests. This is the only process that resolves secret references, so the
  * rest of the system holds references, never values. Replies go only to the requester's inbox;
- * nothing here logs a credential (the logger redacts `password` and `accessToken` as well).
+ * nothing here logs a credential (the logger redacts `password` and `accessToken` as well), and the
+ * auth state it publishes holds codes and fixes, never a secret or a token.
+ *
+ * OAuth tokens are cached per credential (one Microsoft app serves every mailbox it is granted,
+ * so its token is shared; a Google token is per mailbox because `sub` is the mailbox), refreshed
+ * ahead of expiry, fetched once however many requests arrive together, and fetched afresh when a
+ * caller says the server rejected the last one.
  */
 export class CredentialService {
   #subs: Subscription[] = [];
   #served = 0;
+  #handling = new Set<Promise<void>>();
+  #caches = new Map<string, TokenCache>();
+  #published = new Map<string, string>();
+  #warnings = new Map<string, ExpiryWarning[]>();
+  #expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: CredentialServiceOptions) {}
 
@@ -43,15 +111,32 @@ export class CredentialService {
       this.#subs.push(sub);
       void (async () => {
         for await (const msg of sub) {
-          // <root>.<tenant>.auth.credential.<mailbox>: the root is a single token.
-          const parts = msg.subject.split(".");
-          const reply = await this.#answer(parts[1] ?? "", parts[4] ?? "", msg.data);
-          this.#served++;
-          msg.respond(JSON.stringify(reply));
+          // Concurrently: a request waiting for the identity platform must not hold up the
+          // requests behind it that the cache can answer at once.
+          const p = this.#handle(msg).finally(() => this.#handling.delete(p));
+          this.#handling.add(p);
         }
       })();
     }
     await nc.flush();
+    await this.checkExpiry();
+    this.#expiryTimer = setInterval(() => void this.checkExpiry(), this.options.expiryCheckMs ?? 6 * 3_600_000);
+    this.#expiryTimer.unref();
+  }
+
+  async #handle(msg: Msg): Promise<void> {
+    // <root>.<tenant>.auth.credential.<mailbox>: the root is a single token.
+    const parts = msg.subject.split(".");
+    const started = Date.now();
+    const reply = await this.#answer(parts[1] ?? "", parts[4] ?? "", msg.data);
+    this.#served++;
+    msg.respond(JSON.stringify(reply));
+    this.options.events?.onAnswered?.({
+      tenant: parts[1] ?? "",
+      mailbox: parts[4] ?? "",
+      outcome: "error" in reply ? reply.error.kind : "ok",
+      ms: Date.now() - started,
+    });
   }
 
   async #answer(tenantId: string, mailboxId: string, data: Uint8Array): Promise<Reply> {
@@ -66,34 +151,173 @@ export class CredentialService {
     if (!ref) return failure("unknown-mailbox", `no mailbox ${tenantId}/${mailboxId} in the configuration`, null, "add it to the config file");
     const { mailbox } = ref;
     const auth = request.purpose === "smtp" ? (mailbox.smtp?.auth ?? mailbox.auth) : mailbox.auth;
-    switch (auth.type) {
-      case "password":
-        try {
-          const password = await resolveSecret(auth.password, this.options.env ?? process.env);
-          log.debug({ purpose: request.purpose }, "password credential served");
-          return { version: "v1", mechanism: "PLAIN", username: auth.username ?? mailbox.address, password };
-        } catch (error) {
-          const message = error instanceof SecretError ? error.message : "the password reference could not be resolved";
-          log.warn({ purpose: request.purpose, problem: message }, "credential unavailable");
-          return failure("needs-admin", message, "secret-unresolved", "set the environment variable or file named in the config");
-        }
-      case "microsoft365":
-      case "google-service-account":
-        // OAuth client credentials arrive with the authentication work (token acquisition with
-        // msal-node and service-account JWTs). Until then say so plainly instead of pretending.
-        return failure(
-          "needs-admin",
-          `${auth.type} authentication is not available in this build of token-service`,
-          "oauth-unsupported",
-          "use a password or app-password mailbox with this version",
-        );
+    if (auth.type === "password") {
+      try {
+        const password = await resolveSecret(auth.password, this.options.env ?? process.env);
+        log.debug({ purpose: request.purpose }, "password credential served");
+        this.#publish(tenantId, mailboxId, "password", { state: "ok", code: null, message: null, fix: null }, null);
+        return { version: "v1", mechanism: "PLAIN", username: auth.username ?? mailbox.address, password };
+      } catch (error) {
+        const message = error instanceof SecretError ? error.message : "the password reference could not be resolved";
+        const fix = "set the environment variable or file named in the config";
+        log.warn({ purpose: request.purpose, problem: message }, "credential unavailable");
+        this.#publish(tenantId, mailboxId, "password", { state: "needs-admin", code: "secret-unresolved", message, fix }, null);
+        return failure("needs-admin", message, "secret-unresolved", fix);
+      }
+    }
+    const cache = this.#cacheFor(auth, mailbox.address);
+    try {
+      const token = await cache.get(request.rejected);
+      if (request.rejected) log.info({ purpose: request.purpose }, "the server rejected a token; a fresh one was served");
+      this.#publish(tenantId, mailboxId, auth.type, { state: "ok", code: null, message: null, fix: null }, token.expiresAt);
+      return { version: "v1", mechanism: "XOAUTH2", username: mailbox.address, accessToken: token.token, expiresAt: token.expiresAt.toISOString() };
+    } catch (error) {
+      const f: TokenFailure = error instanceof TokenUnavailableError ? error.failure : classifyTokenFailure(error);
+      const retryAt = error instanceof TokenUnavailableError ? error.retryAt.toISOString() : null;
+      if (this.#publish(tenantId, mailboxId, auth.type, { state: f.kind, code: f.code, message: f.message, fix: f.fix }, null)) {
+        // Logged on a change of state only: a mailbox retried every minute does not flood the log.
+        log[f.kind === "needs-admin" ? "error" : "warn"]({ purpose: request.purpose, code: f.code, problem: f.message, fix: f.fix, retryAt }, f.kind === "needs-admin" ? "mailbox authentication needs an administrator" : "token request failed; backing off");
+      }
+      return failure(f.kind, f.message, f.code, f.fix);
     }
   }
 
+  /** The token cache of one credential, created on first use. */
+  #cacheFor(auth: OAuthAuth, address: string): TokenCache {
+    const env = this.options.env ?? process.env;
+    let key: string;
+    let build: () => Promise<{ fingerprint: string; create: () => TokenSource }>;
+    if (auth.type === "microsoft365") {
+      key = ["ms", auth.cloud, auth.authorityHost ?? "", auth.tenantId, auth.clientId, auth.clientSecret ?? "", auth.certificate?.certificate ?? ""].join("|");
+      build = async () => {
+        const clientSecret = auth.clientSecret === undefined ? undefined : await resolveConfigSecret(auth.clientSecret, env, "clientSecret");
+        const certificate =
+          auth.certificate === undefined
+            ? undefined
+            : {
+                certificatePem: await resolveConfigSecret(auth.certificate.certificate, env, "certificate.certificate"),
+                privateKeyPem: await resolveConfigSecret(auth.certificate.privateKey, env, "certificate.privateKey"),
+              };
+        return {
+          fingerprint: secretFingerprint(clientSecret, certificate?.certificatePem, certificate?.privateKeyPem),
+          create: () =>
+            new MicrosoftTokenSource({
+              tenantId: auth.tenantId,
+              clientId: auth.clientId,
+              cloud: auth.cloud as MicrosoftCloudName,
+              ...(clientSecret === undefined ? {} : { clientSecret }),
+              ...(certificate === undefined ? {} : { certificate }),
+              ...(auth.authorityHost === undefined ? {} : { authorityHost: auth.authorityHost }),
+            }),
+        };
+      };
+    } else {
+      // sub = the mailbox: one token per mailbox.
+      key = ["google", auth.keyFile, auth.tokenUrl ?? "", address].join("|");
+      build = async () => {
+        const text = await resolveConfigSecret(auth.keyFile, env, "keyFile");
+        return { fingerprint: secretFingerprint(text), create: () => new GoogleTokenSource(parseServiceAccountKey(text), address, auth.tokenUrl) };
+      };
+    }
+    let cache = this.#caches.get(key);
+    if (!cache) {
+      cache = new TokenCache({ source: new ResolvingSource(build, auth.type, this.options.events), needsAdminRetryMs: this.options.needsAdminRetryMs ?? 60_000 });
+      this.#caches.set(key, cache);
+    }
+    return cache;
+  }
+
+  /**
+   * Logs and publishes expiry warnings for every served mailbox's client secret (by the config's
+   * date) and certificate (by its notAfter). Runs at start and every `expiryCheckMs`.
+   */
+  async checkExpiry(now = new Date()): Promise<Map<string, ExpiryWarning[]>> {
+    const env = this.options.env ?? process.env;
+    const tenants = this.options.tenants;
+    for (const { tenant, mailbox } of allMailboxes(this.options.config)) {
+      if (tenants?.length && !tenants.includes(tenant.id)) continue;
+      const warnings: ExpiryWarning[] = [];
+      for (const auth of [mailbox.auth, mailbox.smtp?.auth]) {
+        if (auth?.type !== "microsoft365") continue;
+        let certificatePem: string | undefined;
+        if (auth.certificate) certificatePem = await resolveSecret(auth.certificate.certificate, env).catch(() => undefined);
+        for (const w of expiryWarnings({ clientSecretExpires: auth.clientSecretExpires, certificatePem }, now, this.options.expiryWarnDays)) {
+          if (!warnings.some((x) => x.what === w.what && x.expiresAt.getTime() === w.expiresAt.getTime())) warnings.push(w);
+        }
+      }
+      const key = `${tenant.id}.${mailbox.id}`;
+      this.#warnings.set(key, warnings);
+      for (const w of warnings) {
+        this.options.logger.warn({ tenant: tenant.id, mailbox: mailbox.id, what: w.what, expiresAt: w.expiresAt.toISOString(), daysLeft: w.daysLeft, fix: w.fix }, "credential expires soon");
+      }
+      if (warnings.length > 0) this.#publish(tenant.id, mailbox.id, mailbox.auth.type, { state: "ok", code: null, message: null, fix: null }, null, true);
+    }
+    return this.#warnings;
+  }
+
+  /** The expiry warnings last computed for a mailbox. */
+  warningsFor(tenant: string, mailbox: string): ExpiryWarning[] {
+    return this.#warnings.get(`${tenant}.${mailbox}`) ?? [];
+  }
+
+  /**
+   * Writes the mailbox's auth state to KV when it changed (state, code or token expiry); returns
+   * whether it changed. Never awaited by a reply: publishing must not slow a login down.
+   */
+  #publish(
+    tenant: string,
+    mailbox: string,
+    provider: MailboxAuthStatus["provider"],
+    s: Pick<MailboxAuthStatus, "state" | "code" | "message" | "fix">,
+    tokenExpiresAt: Date | null,
+    keepState = false,
+  ): boolean {
+    const key = `${tenant}.${mailbox}`;
+    const previous = this.#published.get(key);
+    const warnings = this.warningsFor(tenant, mailbox).map((w) => ({ what: w.what, expiresAt: w.expiresAt.toISOString(), message: w.message, fix: w.fix }));
+    let state = s;
+    if (keepState && previous) state = (JSON.parse(previous) as MailboxAuthStatus);
+    const status: Omit<MailboxAuthStatus, "updatedAt"> = {
+      version: "v1",
+      tenant,
+      mailbox,
+      provider,
+      state: state.state,
+      code: state.code,
+      message: state.message,
+      fix: state.fix,
+      tokenExpiresAt: tokenExpiresAt?.toISOString() ?? (keepState && previous ? (JSON.parse(previous) as MailboxAuthStatus).tokenExpiresAt : null),
+      warnings,
+    };
+    const text = JSON.stringify(status);
+    if (text === previous) return false;
+    const stateChanged = previous === undefined || (JSON.parse(previous) as MailboxAuthStatus).state !== status.state || (JSON.parse(previous) as MailboxAuthStatus).code !== status.code;
+    this.#published.set(key, text);
+    const kv = this.options.statusKv;
+    if (kv) {
+      kv.put(this.options.names.mailboxAuthKey(tenant, mailbox), JSON.stringify({ ...status, updatedAt: new Date().toISOString() })).catch((error: unknown) => {
+        this.options.logger.warn({ tenant, mailbox, problem: (error as Error).message }, "could not publish the auth state");
+      });
+    }
+    return stateChanged;
+  }
+
   async stop(): Promise<void> {
-    // Drain: finish answering requests in hand, then unsubscribe.
+    // Drain: stop taking requests, finish answering those in hand, then stop the expiry timer.
+    clearInterval(this.#expiryTimer);
     await Promise.all(this.#subs.map((s) => s.drain()));
     this.#subs = [];
+    await Promise.all([...this.#handling]);
+  }
+}
+
+/** Resolves a secret reference of an OAuth credential, naming the config field (never the value) on failure. */
+async function resolveConfigSecret(ref: string, env: NodeJS.ProcessEnv, field: string): Promise<string> {
+  try {
+    return await resolveSecret(ref, env);
+  } catch (error) {
+    const message = error instanceof SecretError ? error.message : `the ${field} reference could not be resolved`;
+    throw new CredentialConfigError(`${field}: ${message}`, "set the environment variable or file named in the config", "secret-unresolved", { cause: error });
   }
 }
 
