@@ -184,10 +184,12 @@ export class SmtpSender {
       return { action: "retry", delayMs: waitMs, reason: "per-mailbox rate limit" };
     }
 
-    await this.o.pool.query("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1", [c.commandId]);
     let response: string;
     try {
-      response = await this.#send(c, mailbox, row);
+      // The credential first: a token-service hiccup is not an SMTP attempt.
+      const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
+      await this.o.pool.query("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1", [c.commandId]);
+      response = await this.#send(c, mailbox, row, credential);
     } catch (error) {
       const verdict = error instanceof CredentialUnavailableError ? credentialVerdict(error) : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
       if (verdict.kind === "retry" && (error as { code?: string }).code !== undefined && (error as { responseCode?: number }).responseCode === undefined) {
@@ -323,19 +325,25 @@ export class SmtpSender {
     return r.rows[0]!;
   }
 
-  async #send(c: SendRequested, mailbox: Mailbox, row: SendRow): Promise<string> {
+  async #send(c: SendRequested, mailbox: Mailbox, row: SendRow, credential: Credential): Promise<string> {
     const attempt = async (credential: Credential) => {
       const object = await this.#raw!.get(row.raw_object!);
       if (!object) throw new Error(`the composed message ${row.raw_object} is gone from the object store`);
       const transport = nodemailer.createTransport(transportOptions(mailbox.smtp!, credential));
       try {
         const info = await transport.sendMail({ envelope: row.envelope!, raw: Readable.fromWeb(object.data as never) });
+        // Some recipients refused, others accepted: the message is sent (it cannot be taken back);
+        // the refusals are kept with the row and logged for the agent's side to see.
+        const refused = (info.rejectedErrors ?? []).map((e) => `${(e as { recipient?: string }).recipient ?? "?"}: ${(e as { response?: string }).response ?? e.message}`);
+        if (refused.length) {
+          this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, refused: refused.length }, "some recipients were refused");
+          await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `recipients refused: ${refused.join("; ")}`]);
+        }
         return info.response;
       } finally {
         transport.close();
       }
     };
-    const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
     try {
       return await attempt(credential);
     } catch (error) {

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { SendFailed } from "@postroom/contracts";
+import { waitFor } from "@postroom/testkit";
+import { E2eWorld } from "../support/fixture.js";
+
+let w: E2eWorld;
+
+before(async () => {
+  w = await E2eWorld.create("sendretry");
+  await w.system.start(["token-service", "smtp-sender"]);
+  // The sender creates the streams and its consumer on start; commands before that have nowhere to go.
+  const jsm = await jetstreamManager(w.nc);
+  await waitFor(() => jsm.consumers.info(w.names.streams.sendCommands, w.names.consumers.smtpSender()).then(() => true, () => false), {
+    timeoutMs: 30_000,
+    what: `smtp-sender's consumer\n${w.system.dump()}`,
+  });
+});
+
+after(async () => {
+  await w?.close();
+});
+
+async function lastFailed(): Promise<SendFailed | undefined> {
+  const jsm = await jetstreamManager(w.nc);
+  const m = await jsm.streams.getMessage(w.names.streams.mail, { last_by_subj: w.names.subjects.mailSendFailed("acme", "support") }).catch(() => null);
+  return m ? (m.json() as SendFailed) : undefined;
+}
+
+test("a server that answers 451 twice, then 250, gets the message exactly once", async () => {
+  w.smtp.reset();
+  w.smtp.replyWith("data", { code: 451, message: "4.3.0 Temporary local problem, try again" }, { code: 451, message: "4.3.0 Temporary local problem, try again" });
+  await w.requestSend({ commandId: "new-after-451s", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "Your order", text: "It shipped." });
+
+  const [message] = await w.smtp.waitForMessages(1, 30_000);
+  assert.match(message!.raw.toString(), /Subject: Your order/);
+  assert.deepEqual(
+    w.smtp.attempts.filter((a) => a.stage === "data").map((a) => a.code),
+    [451, 451, 250],
+  );
+  const [row] = await waitFor(
+    async () => {
+      const rows = await w.rows<{ state: string; attempts: number }>("SELECT state, attempts FROM sends WHERE command_id = $1", ["new-after-451s"]);
+      return rows[0]?.state === "sent" ? rows : undefined;
+    },
+    { timeoutMs: 10_000, what: `sent row\n${w.system.dump()}` },
+  );
+  assert.equal(row!.attempts, 3, `three SMTP attempts\n${w.system.dump()}`);
+  // Nothing more arrives once it was accepted (a retry after the 250 would show up here).
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(w.smtp.messages.length, 1);
+});
+
+test("a 550 is final: a failed event with the server's own text, and no second attempt", async () => {
+  w.smtp.reset();
+  w.smtp.replyWith("data", { code: 550, message: "5.7.1 Message rejected: content policy" });
+  await w.requestSend({ commandId: "new-rejected-550", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "Offer", text: "x" });
+
+  const failed = await waitFor(async () => ((await lastFailed())?.commandId === "new-rejected-550" ? lastFailed() : undefined), {
+    timeoutMs: 20_000,
+    what: `failed event\n${w.system.dump()}`,
+  });
+  assert.equal(failed!.permanent, true);
+  assert.equal(failed!.responseCode, 550);
+  assert.match(failed!.serverResponse ?? "", /550 5\.7\.1 Message rejected: content policy/);
+  // Longer than the first two retry delays: a retry would have reached the server by now.
+  await new Promise((r) => setTimeout(r, 4000));
+  assert.deepEqual(
+    w.smtp.attempts.filter((a) => a.stage === "data").map((a) => a.code),
+    [550],
+  );
+  assert.equal(w.smtp.messages.length, 0);
+  const [row] = await w.rows<{ state: string; attempts: number; last_error: string }>("SELECT state, attempts, last_error FROM sends WHERE command_id = $1", ["new-rejected-550"]);
+  assert.equal(row!.state, "failed");
+  assert.equal(row!.attempts, 1);
+});
