@@ -334,7 +334,8 @@ export class SmtpSender {
         const info = await transport.sendMail({ envelope: row.envelope!, raw: Readable.fromWeb(object.data as never) });
         // Some recipients refused, others accepted: the message is sent (it cannot be taken back);
         // the refusals are kept with the row and logged for the agent's side to see.
-        const refused = (info.rejectedErrors ?? []).map((e) => `${(e as { recipient?: string }).recipient ?? "?"}: ${(e as { response?: string }).response ?? e.message}`);
+        const rejectedErrors = (info as { rejectedErrors?: { recipient?: string; response?: string; message: string }[] }).rejectedErrors ?? [];
+        const refused = rejectedErrors.map((e) => `${e.recipient ?? "?"}: ${e.response ?? e.message}`);
         if (refused.length) {
           this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, refused: refused.length }, "some recipients were refused");
           await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `recipients refused: ${refused.join("; ")}`]);
