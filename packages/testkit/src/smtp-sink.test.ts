@@ -128,3 +128,25 @@ describe("startSmtpSink with AUTH", () => {
     assert.equal(codes.at(-1), 550);
   });
 });
+
+test("scripted AUTH refusals answer with the given code and text until lifted", async () => {
+  const sink = await startSmtpSink({ users: [{ username: "support@acme.test", password: "pw" }] });
+  try {
+    sink.refuseAuth({ always: { code: 535, message: "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox." } });
+    const login = async () => {
+      const s = await LineSocket.connect("127.0.0.1", sink.info.port);
+      await s.readReply();
+      s.send("EHLO client.test");
+      await s.readReply();
+      const reply = await s.command(`AUTH PLAIN ${Buffer.from("\0support@acme.test\0pw").toString("base64")}`);
+      s.close();
+      return reply;
+    };
+    assert.match(String(await login()), /^535 5\.7\.139 Authentication unsuccessful/);
+    sink.refuseAuth();
+    assert.match(String(await login()), /^235/);
+    assert.deepEqual(sink.authAttempts.map((a) => a.code), [535, 235]);
+  } finally {
+    await sink.stop();
+  }
+});

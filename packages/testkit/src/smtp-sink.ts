@@ -129,6 +129,11 @@ export class SmtpSink implements TestServer<SmtpSinkInfo> {
   readonly messages: SmtpMessage[] = [];
   /** Every answered MAIL/RCPT/DATA, accepted or refused, in order. */
   readonly attempts: SmtpAttempt[] = [];
+  /** Every AUTH attempt: the user name and the code answered (235 accepted). */
+  readonly authAttempts: { username: string; code: number }[] = [];
+  /** Replies for the next AUTH attempts (see {@link SmtpSink.refuseAuth}). */
+  private readonly queuedAuth: SmtpReply[] = [];
+  private authRefusal: SmtpReply | undefined;
   private readonly options: SmtpSinkOptions;
   private readonly queued: Record<SmtpStage, SmtpReply[]> = { mail: [], rcpt: [], data: [] };
   private readonly counts: Record<SmtpStage, number> = { mail: 0, rcpt: 0, data: 0 };
@@ -163,7 +168,16 @@ export class SmtpSink implements TestServer<SmtpSinkInfo> {
       // instead of smtp-server's default 30 s, so a failing test does not also hang.
       closeTimeout: 1_000,
       onAuth: (auth, _session, callback) => {
+        // A scripted refusal first (Exchange's "535 5.7.139 ... SmtpClientAuthentication is
+        // disabled"), whatever the password.
+        const scripted = this.queuedAuth.shift() ?? this.authRefusal;
+        if (scripted !== undefined && scripted.code >= 300) {
+          this.authAttempts.push({ username: auth.username ?? "", code: scripted.code });
+          callback(replyError(scripted));
+          return;
+        }
         const ok = users.some((u) => u.username === auth.username && u.password === auth.password);
+        this.authAttempts.push({ username: auth.username ?? "", code: ok ? 235 : 535 });
         if (!ok) {
           const error = new Error("5.7.8 Authentication unsuccessful") as Error & { responseCode: number };
           error.responseCode = 535;
@@ -245,10 +259,30 @@ export class SmtpSink implements TestServer<SmtpSinkInfo> {
     this.queued[stage].push(...replies.map((r) => (typeof r === "number" ? { code: r } : r)));
   }
 
+  /**
+   * Refuses AUTH: with `once` replies, the next attempts one each; with `{ always: reply }`, every
+   * attempt until `refuseAuth()` with no arguments lifts it (the administrator fixed the mailbox).
+   * `refuseAuth({ code: 535, message: "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox." })`
+   */
+  refuseAuth(...replies: Array<SmtpReply | { always: SmtpReply }>): void {
+    if (replies.length === 0) {
+      this.authRefusal = undefined;
+      this.queuedAuth.length = 0;
+      return;
+    }
+    for (const r of replies) {
+      if ("always" in r) this.authRefusal = r.always;
+      else this.queuedAuth.push(r);
+    }
+  }
+
   /** Forgets recorded messages, attempts and queued replies. */
   reset(): void {
     this.messages.length = 0;
     this.attempts.length = 0;
+    this.authAttempts.length = 0;
+    this.queuedAuth.length = 0;
+    this.authRefusal = undefined;
     for (const stage of ["mail", "rcpt", "data"] as const) {
       this.queued[stage].length = 0;
       this.counts[stage] = 0;
