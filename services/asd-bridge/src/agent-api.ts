@@ -116,7 +116,7 @@ export class AgentApi {
     } catch (error) {
       if (error instanceof HttpError) return json(res, error.status, { error: error.message });
       if (error instanceof DistributionError) {
-        const status = error.code === "unknown-session" || error.code === "not-yours" ? 404 : error.code === "limit" || error.code === "not-logged-in" ? 409 : 400;
+        const status = error.code === "unknown-session" || error.code === "not-yours" ? 404 : error.code === "limit" || error.code === "not-logged-in" || error.code === "unsupported" ? 409 : 400;
         return json(res, status, { error: status === 404 ? "no such session" : error.message });
       }
       this.o.logger.error({ path: url.pathname, problem: (error as Error).message }, "agent API request failed");

@@ -352,7 +352,7 @@ export class AsdBridge implements AgentActions {
   }
 
   async transfer(tenant: string, agent: string, sessionId: string, to: { agent: string } | { queue: string }): Promise<void> {
-    if (this.#acdOf(tenant) !== "builtin") throw new DistributionError("transfers are made in the tenant's ACD", "unknown-queue");
+    if (this.#acdOf(tenant) !== "builtin") throw new DistributionError("transfers are made in the tenant's ACD", "unsupported");
     this.distributor.transfer(tenant, agent, sessionId, to);
     await this.settled();
   }

@@ -49,7 +49,7 @@ export class DistributionError extends Error {
   override name = "DistributionError";
   constructor(
     message: string,
-    readonly code: "unknown-agent" | "unknown-session" | "not-yours" | "limit" | "unknown-queue" | "not-logged-in",
+    readonly code: "unknown-agent" | "unknown-session" | "not-yours" | "limit" | "unknown-queue" | "not-logged-in" | "unsupported",
   ) {
     super(message);
   }
