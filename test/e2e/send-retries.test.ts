@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { SendFailed } from "@postroom/contracts";
+import type { MailboxStatus, SendFailed } from "@postroom/contracts";
+import { openKv } from "@postroom/nats-kit";
 import { waitFor } from "@postroom/testkit";
 import { E2eWorld } from "../support/fixture.js";
 
@@ -74,4 +75,44 @@ test("a 550 is final: a failed event with the server's own text, and no second a
   const [row] = await w.rows<{ state: string; attempts: number; last_error: string }>("SELECT state, attempts, last_error FROM sends WHERE command_id = $1", ["new-rejected-550"]);
   assert.equal(row!.state, "failed");
   assert.equal(row!.attempts, 1);
+});
+
+test("535 5.7.139: one fresh credential is tried, then the mailbox's smtp status shows the administrator's fix; once SMTP AUTH is back the next send goes out", async () => {
+  w.smtp.reset();
+  const exchange = { code: 535, message: "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information." };
+  w.smtp.refuseAuth({ always: exchange });
+  await w.requestSend({ commandId: "new-auth-disabled", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "Held", text: "x" });
+
+  const kv = await openKv(w.nc, w.names.buckets.mailboxStatus);
+  const status = await waitFor(
+    async () => {
+      const e = await kv.get(w.names.mailboxSmtpKey("acme", "support"));
+      const s = e?.value.length ? (e.json() as MailboxStatus) : undefined;
+      return s?.state === "needs-admin" ? s : undefined;
+    },
+    { timeoutMs: 20_000, what: `needs-admin status\n${w.system.dump()}` },
+  );
+  assert.match(status.lastError?.message ?? "", /535 5\.7\.139/);
+  assert.match(status.lastError?.fix ?? "", /Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled \$false/);
+  assert.equal(status.lastError?.code, "535");
+  assert.deepEqual(w.smtp.authAttempts.map((a) => a.code), [535, 535], "asked token-service once for a fresh credential, then stopped");
+  const held = await waitFor(async () => ((await lastFailed())?.commandId === "new-auth-disabled" ? lastFailed() : undefined), { timeoutMs: 10_000, what: "held event" });
+  assert.equal(held!.permanent, false, "the reply is held, not dropped");
+  assert.match(held!.reason, /held until an administrator acts/);
+  // The poller's own entry is untouched.
+  const poller = await kv.get(w.names.mailboxKey("acme", "support"));
+  assert.ok(!poller?.value.length || (poller.json() as MailboxStatus).state !== "needs-admin");
+
+  // The administrator runs Set-CASMailbox; the next send goes out and the status clears.
+  w.smtp.refuseAuth();
+  await w.requestSend({ commandId: "new-after-fix", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "After the fix", text: "y" });
+  const [sent] = await w.smtp.waitForMessages(1, 20_000);
+  assert.match(sent!.raw.toString(), /Subject: After the fix/);
+  await waitFor(
+    async () => {
+      const e = await kv.get(w.names.mailboxSmtpKey("acme", "support"));
+      return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
+    },
+    { timeoutMs: 10_000, what: "smtp status idle again" },
+  );
 });

@@ -200,6 +200,11 @@ export class SmtpSender {
       log.warn({ verdict: verdict.kind, reason: verdict.reason, responseCode: code }, "smtp send failed");
       if (verdict.kind === "permanent") return this.#fail(c, true, verdict.reason, verdict.reason, code);
       await this.#setStatus(c.tenant, c.mailbox, verdict.kind === "needs-admin" ? "needs-admin" : "backing-off", verdict, code);
+      if (verdict.kind === "needs-admin") {
+        // The agent's side hears now that this reply is held (not lost) until someone fixes the
+        // mailbox; `permanent: false` says it will still go out by itself afterwards.
+        await this.#publishFailed(c, false, `${verdict.reason} — held until an administrator acts: ${verdict.fix}`, verdict.reason, code, `${c.commandId}#needs-admin`);
+      }
       const plan = planRetry(verdict, msg.info.deliveryCount, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
       if (plan.action === "give-up") return this.#fail(c, true, plan.reason, verdict.reason, code);
       await this.o.pool.query("UPDATE sends SET state = 'pending', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason]);
@@ -407,6 +412,12 @@ export class SmtpSender {
 
   async #fail(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null): Promise<Verdict> {
     await this.o.pool.query("UPDATE sends SET state = 'failed', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, reason]);
+    await this.#publishFailed(c, permanent, reason, serverResponse, code, `${c.commandId}#failed`);
+    this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, reason }, "send failed");
+    return ack;
+  }
+
+  async #publishFailed(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null, msgId: string): Promise<void> {
     const failed: SendFailed = {
       version: "v1",
       commandId: c.commandId,
@@ -418,9 +429,7 @@ export class SmtpSender {
       responseCode: code,
       failedAt: new Date(this.#now()).toISOString(),
     };
-    await publishJson(this.#js, this.o.names.subjects.mailSendFailed(c.tenant, c.mailbox), failed, { msgId: `${c.commandId}#failed` });
-    this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, reason }, "send failed");
-    return ack;
+    await publishJson(this.#js, this.o.names.subjects.mailSendFailed(c.tenant, c.mailbox), failed, { msgId });
   }
 }
 
