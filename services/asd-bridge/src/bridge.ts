@@ -95,7 +95,11 @@ export class AsdBridge implements AgentActions {
     await this.#restore();
     for (const a of this.softdial.values()) a.start();
     this.#tick = setInterval(() => this.distributor.tick(), 250);
-    if (this.o.agentApi !== false) {
+    // Nothing to serve without agents or a webhook ACD; not binding the port then also keeps
+    // deployments (and test worlds) without agents free of port clashes.
+    const needed = this.#tenants().some((t) => t.agents.length > 0 || t.acd.type === "webhook");
+    if (this.o.agentApi !== false && !needed) this.o.logger.info("agent API not started: no agents and no webhook ACD configured");
+    if (this.o.agentApi !== false && needed) {
       this.api = new AgentApi({ config: this.o.config, store: this.#sessions, actions: this, logger: this.o.logger.child({ component: "agent-api" }), host: this.o.config.agentApi.host, port: this.o.config.agentApi.port, ...(this.o.env ? { env: this.o.env } : {}) });
       await this.api.start();
       this.o.logger.info({ url: this.api.url }, "agent API listening");
