@@ -68,7 +68,12 @@ class ResolvingSource implements TokenSource {
       this.events?.onTokenFetched?.({ provider: this.provider, ok: true, code: null, ms: Date.now() - started });
       return token;
     } catch (error) {
-      this.events?.onTokenFetched?.({ provider: this.provider, ok: false, code: classifyTokenFailure(error).code, ms: Date.now() - started });
+      const failure = classifyTokenFailure(error);
+      // msal-node remembers a 5xx/429 answer and refuses every request for 60 s by itself
+      // (its throttling cache, per instance). The token cache already backs off (1 s doubling to
+      // 60 s, with jitter): a fresh instance lets that backoff, not msal's fixed minute, decide.
+      if (failure.kind === "transient") this.#inner = undefined;
+      this.events?.onTokenFetched?.({ provider: this.provider, ok: false, code: failure.code, ms: Date.now() - started });
       throw error;
     }
   }
