@@ -65,6 +65,9 @@ export interface SenderOptions {
   afterAccepted?: (commandId: string) => Promise<void>;
 }
 
+/** How long JetStream waits for an ack (or a progress signal) before giving the command to another sender. */
+const ACK_WAIT_MS = 30_000;
+
 /** An archived original with what replies and forwards need from the archive. */
 interface Original extends OriginalMessage {
   archivePath: string;
@@ -132,10 +135,10 @@ export class SmtpSender {
       durable: names.consumers.smtpSender(tenant),
       filterSubject: names.subjects.wildcard.mailSend(tenant),
       schema: SendRequested,
-      handler: (c, msg) => this.#onCommand(c, msg),
-      // Longer than the slowest SMTP conversation (a 25 MB upload on a slow link), so the server
-      // does not redeliver a command that is still being sent.
-      ackWaitMs: 5 * 60_000,
+      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c, msg)),
+      // Short, so a crashed sender's command comes back within half a minute; a long send (25 MB
+      // on a slow link) keeps its command by telling the server it is still working (#withProgress).
+      ackWaitMs: ACK_WAIT_MS,
       maxAckPending: this.o.concurrency ?? 4,
       onProblem: (p) => this.o.logger.warn({ subject: p.subject, reason: p.reason, ...(p.error ? errorFields(p.error) : {}) }, "send deferred"),
     });
@@ -145,6 +148,16 @@ export class SmtpSender {
   /** Stops taking commands and lets the sends in hand finish (their rows and events complete). */
   async stop(): Promise<void> {
     await this.#consumer?.stop();
+  }
+
+  /** Runs `work`, telling JetStream every third of the ack wait that the command is still in hand. */
+  async #withProgress(msg: JsMsg, work: () => Promise<Verdict>): Promise<Verdict> {
+    const timer = setInterval(() => msg.working(), ACK_WAIT_MS / 3);
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   async #onCommand(c: SendRequested, msg: JsMsg): Promise<Verdict> {
