@@ -11,7 +11,12 @@ import { CHART, GRAFANA, mergeValues, metricNamesIn, schemaHas, templates, value
 
 const schema = JSON.parse(readFileSync(join(CHART, "values.schema.json"), "utf8"));
 const defaults = parse(readFileSync(join(CHART, "values.yaml"), "utf8"));
-const example = mergeValues(defaults, parse(readFileSync(join(CHART, "examples", "multi-tenant.yaml"), "utf8"))) as Record<string, any>;
+/** The parts of a values file these tests read. */
+interface Values {
+  config: unknown;
+  tenants: { id: string; poller?: { replicas?: number } }[];
+}
+const example = mergeValues(defaults, parse(readFileSync(join(CHART, "examples", "multi-tenant.yaml"), "utf8"))) as Values;
 const validate = new Ajv({ allErrors: true, strict: false }).compile(schema);
 
 function errorsOf(values: unknown): string[] {
@@ -36,11 +41,11 @@ test("the schema rejects a mistyped, misspelled or out-of-range value with the p
 });
 
 test("the Postroom configuration inside each values file is valid and names every chart tenant", () => {
-  for (const [label, values] of [["values.yaml", defaults], ["multi-tenant example", example]] as const) {
+  for (const [label, values] of [["values.yaml", defaults as Values], ["multi-tenant example", example]] as const) {
     const { config, errors } = validateConfig(JSON.stringify(values.config));
     assert.ok(config, `${label}: ${errors.map((e) => e.message).join("; ")}`);
     const configured = new Set(config.tenants.map((t) => t.id));
-    for (const t of values.tenants as { id: string }[]) assert.ok(configured.has(t.id), `${label}: tenant ${t.id} is in config.tenants`);
+    for (const t of values.tenants) assert.ok(configured.has(t.id), `${label}: tenant ${t.id} is in config.tenants`);
   }
 });
 
@@ -67,8 +72,8 @@ test("each tenant gets its own imap-poller Deployment restricted to it, with the
   assert.ok(refs.includes("tenants[].poller.replicas") && refs.includes("tenantDefaults.poller.replicas"), refs.join(", "));
   assert.match(poller.text, /name: \{\{ include "postroom\.fullname" \$ \}\}-imap-poller-\{\{ \$tenant\.id \}\}/, "named per tenant");
   assert.match(poller.text, /postroom\.io\/tenant|"tenant" \$tenant\.id/, "selected per tenant");
-  const acme = example.tenants.find((t: { id: string }) => t.id === "acme");
-  assert.equal(acme.poller.replicas, 3);
+  const acme = example.tenants.find((t) => t.id === "acme");
+  assert.equal(acme?.poller?.replicas, 3);
   for (const service of ["archiver", "asd-bridge", "smtp-sender"]) {
     const t = templates().find((x) => x.file === `tenant-${service}.yaml`)!;
     assert.match(t.text, /- name: POSTROOM_TENANT\n\s+value: \{\{ \$tenant\.id \| quote \}\}/, `${service} is restricted to its tenant (its own consumer)`);
