@@ -119,6 +119,30 @@ test("an agent logs in, gets the session with its history, reads the email and r
   assert.deepEqual(history.rows.map((r) => r.state), ["created", "offered", "queued", "assigned", "delivered", "completed"]);
 });
 
+test("an archived event delivered again, and a bridge restart, never make a second session or a second offer", async () => {
+  const { messageId, messageKey } = await h.deliver("acme", "support", { subject: "Only once" });
+  const first = await waitFor(async () => {
+    const r = await h.sessionOf(messageId);
+    return r && r.state !== "created" ? r : undefined;
+  }, { timeoutMs: 10_000, what: "offered" });
+  await h.republish(messageKey, 1);
+  await h.republish(messageKey, 2);
+  await h.bridge.stop();
+  await h.restart();
+  api = h.bridge.api!.url;
+  await h.republish(messageKey, 3);
+  const consumer = await (await jetstreamManager(h.nc)).consumers.info(h.names.streams.mail, h.names.consumers.asdBridgeArchived());
+  await waitFor(async () => (await (await jetstreamManager(h.nc)).consumers.info(h.names.streams.mail, h.names.consumers.asdBridgeArchived())).num_pending === 0, {
+    timeoutMs: 10_000,
+    what: `redeliveries consumed (was ${consumer.num_pending} pending)`,
+  });
+  await h.bridge.settled();
+  const sessions = await h.pool.query<{ id: string }>("SELECT id FROM sessions WHERE message_id = $1", [messageId]);
+  assert.deepEqual(sessions.rows.map((r) => r.id), [first.id]);
+  const offered = await h.pool.query("SELECT 1 FROM session_events WHERE session_id = $1 AND state = 'offered'", [first.id]);
+  assert.equal(offered.rowCount, 1);
+});
+
 test("no agent can reach another tenant's (or another agent's) session, by any id or action", async () => {
   const ann = await login("acme", "ann", env.ANN_PW);
   await call(api, "POST", "/api/queues/login", ann, { queues: ["email"] });

@@ -26,6 +26,7 @@ export class BridgeHarness {
   bridge!: AsdBridge;
   readonly logs: string[] = [];
   #n = 0;
+  readonly #events = new Map<string, MailArchived>();
 
   static async create(prefix: string, config: (archive: string) => Omit<PostroomConfigInput, "version" | "database" | "archive" | "nats">, env: Record<string, string> = {}, options: Partial<BridgeOptions> = {}): Promise<BridgeHarness> {
     const h = new BridgeHarness();
@@ -40,8 +41,20 @@ export class BridgeHarness {
     const archive = join(h.dir.path, "archive");
     h.config = PostroomConfig.parse({ version: 1, nats: { url: natsUrl(), namespace: h.namespace }, database: { url: h.db.url }, archive: { path: archive }, agentApi: { port: 0 }, ...config(archive) });
     const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (h.logs.push(chunk.toString()), cb()) });
-    h.bridge = new AsdBridge({ nc: h.nc, names: h.names, config: h.config, pool: h.pool, logger: createLogger({ service: "asd-bridge", level: "debug", destination: sink }), env, ...options });
+    const logger = createLogger({ service: "asd-bridge", level: "debug", destination: sink });
+    h.#make = () => new AsdBridge({ nc: h.nc, names: h.names, config: h.config, pool: h.pool, logger, env, ...options });
+    h.bridge = h.#make();
     return h;
+  }
+
+  #make: () => AsdBridge = () => {
+    throw new Error("not created");
+  };
+
+  /** A new bridge process's worth of state (the old one must be stopped): what a restart does. */
+  async restart(): Promise<void> {
+    this.bridge = this.#make();
+    await this.bridge.start();
   }
 
   /** Puts one archived email in the database (and its parts on disk) and announces it. */
@@ -76,8 +89,15 @@ export class BridgeHarness {
       rfcMessageId: `<m${n}@customer.example>`, subject: m.subject ?? `Question ${n}`, from, to, cc: m.cc ?? [], flags: { autoReply: false, bounce: false, loop: false },
       parseError: null, offer: true, receivedAt: now, archivedAt: now, source: { protocol: "imap", tenant, mailbox, folder: "INBOX", uidValidity: 1, uid: n },
     };
+    this.#events.set(messageKey, event);
     await publishJson(jetStreamOf(this.nc), this.names.subjects.mailArchived(tenant, mailbox), event, { msgId: messageKey });
     return { messageId: id, messageKey };
+  }
+
+  /** Announces the same archived email again, past JetStream's dedupe, as a re-archive after a crash would. */
+  async republish(messageKey: string, attempt: number): Promise<void> {
+    const event = this.#events.get(messageKey)!;
+    await publishJson(jetStreamOf(this.nc), this.names.subjects.mailArchived(event.tenant, event.mailbox), event, { msgId: `${messageKey}#again-${attempt}` });
   }
 
   async sessionOf(messageId: string): Promise<{ id: string; state: string; agent: string | null; queue: string } | undefined> {
