@@ -9,7 +9,10 @@ import { E2eWorld } from "../support/fixture.js";
 let w: E2eWorld;
 
 before(async () => {
-  w = await E2eWorld.create("sendretry");
+  w = await E2eWorld.create("sendretry", (config) => {
+    // Small, so the size check can be shown with a small message.
+    config.tenants[0]!.mailboxes[0]!.smtp!.maxMessageBytes = 64 * 1024;
+  });
   await w.system.start(["token-service", "smtp-sender"]);
   // The sender creates the streams and its consumer on start; commands before that have nowhere to go.
   const jsm = await jetstreamManager(w.nc);
@@ -115,4 +118,18 @@ test("535 5.7.139: one fresh credential is tried, then the mailbox's smtp status
     },
     { timeoutMs: 10_000, what: "smtp status idle again" },
   );
+});
+
+test("a message over the mailbox's size limit is refused before any connection, with the limit and the fix", async () => {
+  w.smtp.reset();
+  await w.requestSend({ commandId: "new-too-large", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "Big", text: "0123456789abcdef\n".repeat(8 * 1024) });
+  const failed = await waitFor(async () => ((await lastFailed())?.commandId === "new-too-large" ? lastFailed() : undefined), {
+    timeoutMs: 20_000,
+    what: `failed event\n${w.system.dump()}`,
+  });
+  assert.equal(failed!.permanent, true);
+  assert.match(failed!.reason, /over the mailbox's limit of 65536 bytes \(smtp\.maxMessageBytes\)/);
+  assert.equal(w.smtp.authAttempts.length + w.smtp.attempts.length, 0, "the server was never contacted");
+  const [row] = await w.rows<{ state: string; attempts: number; raw_object: string | null }>("SELECT state, attempts, raw_object FROM sends WHERE command_id = $1", ["new-too-large"]);
+  assert.deepEqual(row, { state: "failed", attempts: 0, raw_object: null });
 });
