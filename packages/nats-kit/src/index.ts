@@ -12,3 +12,5 @@ export type { KV } from "@nats-io/kv";
 export type { ObjectStore } from "@nats-io/obj";
 export { CredentialClient, CredentialUnavailableError } from "./credentials.js";
 export { traceHeaders, traceContextOf } from "./trace-context.js";
+export { consumerLagReader } from "./lag.js";
+export type { WatchedConsumer } from "./lag.js";
