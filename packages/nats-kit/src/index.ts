@@ -1,8 +1,8 @@
 export { connectNats } from "./connect.js";
 export type { ConnectOptions } from "./connect.js";
 export { ensureStreams } from "./streams.js";
-export { publishJson, jetStreamOf } from "./publish.js";
-export type { PublishOptions } from "./publish.js";
+export { publishJson, jetStreamOf, onPublished } from "./publish.js";
+export type { PublishOptions, PublishListener } from "./publish.js";
 export { DurableConsumer, ack, backoffMs } from "./consume.js";
 export type { DurableConsumerOptions, Verdict } from "./consume.js";
 export { openKv, openObjectStore } from "./stores.js";

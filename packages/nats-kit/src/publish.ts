@@ -41,12 +41,38 @@ export async function publishJson(js: JetStreamClient, subject: string, payload:
       timeout: options.timeoutMs ?? 10_000,
     });
     if (ack.duplicate) span.setAttribute("messaging.nats.duplicate", true);
+    else notifyPublished(subject, payload);
     return ack;
   } catch (error) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
     throw error;
   } finally {
     span.end();
+  }
+}
+
+/** Called after an event was stored for the first time (not for a duplicate of a stored one). */
+export type PublishListener = (subject: string, payload: unknown) => void;
+
+const listeners = new Set<PublishListener>();
+
+/**
+ * Observes this process's publishes. A service's main() uses it to count what it emitted — each
+ * event once, since JetStream reports a republished message id as a duplicate — without touching
+ * the components that publish. Returns the function that removes the listener.
+ */
+export function onPublished(listener: PublishListener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function notifyPublished(subject: string, payload: unknown): void {
+  for (const l of listeners) {
+    try {
+      l(subject, payload);
+    } catch {
+      // An observer's mistake must never fail a publish that JetStream already stored.
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import { trace } from "@opentelemetry/api";
 import { names as namesOf, streamDefinitions } from "@postroom/contracts";
 import { z } from "zod";
 import { InMemorySpanExporter, METRICS, startTelemetry, withSpan, type Telemetry } from "@postroom/telemetry";
-import { connectNats, DurableConsumer, ensureStreams, jetStreamOf, publishJson, type NatsConnection } from "./index.js";
+import { connectNats, DurableConsumer, ensureStreams, jetStreamOf, onPublished, publishJson, type NatsConnection } from "./index.js";
 
 // Real NATS (JetStream) on the test machine; this file's own namespace, deleted afterwards.
 const names = namesOf(`tnatskit${randomBytes(5).toString("hex")}`);
@@ -93,4 +93,21 @@ test("a traceparent given by the caller is sent as is, so a reply can continue t
   const jsm = await jetstreamManager(nc);
   const stored = await jsm.streams.getMessage(names.streams.mail, { last_by_subj: names.subjects.mailArchived("acme", "other") });
   assert.equal(stored?.header.get("traceparent"), given);
+});
+
+test("a publish listener hears each stored event once; a republished message id is not heard again", async () => {
+  const heard: string[] = [];
+  const stop = onPublished((subject, payload) => heard.push(`${subject} ${(payload as { key: string }).key}`));
+  try {
+    const js = jetStreamOf(nc);
+    const subject = names.subjects.mailArchived("acme", "listener");
+    await publishJson(js, subject, event("k3"), { msgId: "k3" });
+    await publishJson(js, subject, event("k3"), { msgId: "k3" });
+    await publishJson(js, subject, event("k4"), { msgId: "k4" });
+    assert.deepEqual(heard, [`${subject} k3`, `${subject} k4`]);
+  } finally {
+    stop();
+  }
+  await publishJson(jetStreamOf(nc), names.subjects.mailArchived("acme", "listener"), event("k5"), { msgId: "k5" });
+  assert.equal(heard.length, 2, "a removed listener hears nothing");
 });
