@@ -146,6 +146,13 @@ export class SendWorld {
     });
   }
 
+  /** Publishes a send command for another mailbox of tenant acme. */
+  async publishFor(mailbox: string, command: Record<string, unknown>): Promise<void> {
+    await publishJson(jetStreamOf(this.nc), this.names.subjects.mailSend("acme", mailbox), { version: "v1", tenant: "acme", mailbox, requestedAt: new Date().toISOString(), cc: [], bcc: [], ...command }, {
+      msgId: String(command.commandId),
+    });
+  }
+
   /** Every message in a user's INBOX, raw. */
   async inbox(user: string): Promise<Buffer[]> {
     return this.dovecot.withImap(user, async (client) => {
