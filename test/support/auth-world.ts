@@ -1,0 +1,158 @@
+import { join } from "node:path";
+import type { PostroomConfigInput } from "@postroom/config";
+import { names, type MailboxStatus, type Names } from "@postroom/contracts";
+import { connectNats, jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import {
+  cleanupNamespace,
+  createTestDatabase,
+  dovecotAuthListener,
+  dovecotOAuth2,
+  freePort,
+  natsUrl,
+  startDovecot,
+  startFakeIdentityPlatform,
+  startPostfix,
+  tempDir,
+  testNamespace,
+  waitFor,
+  type DovecotOAuth2Profile,
+  type DovecotServer,
+  type FakeIdentityPlatform,
+  type PostfixServer,
+  type TempDir,
+  type TestDatabase,
+} from "@postroom/testkit";
+import pg from "pg";
+import { PostroomSystem } from "./system.js";
+
+export const TENANT_ID = "3f2c9a4e-6b1d-4c8e-9a7f-0d5e2b1c4a88";
+export const APP_ID = "5a7d3c21-9e4b-4f6a-8c2d-1b0e9f8a7c66";
+/** The service principal's object id (Enterprise application page). */
+export const APP_OBJECT_ID = "0d1e2f30-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+export const CLIENT_SECRET = "Qz7~e2e-client-secret-value.b81KfP0w";
+export const MAILBOX = "support@acme.test";
+/** Password of the mailbox's passwd-file entry: only the fixtures use it to append mail. */
+export const FIXTURE_PASSWORD = "fixture-only-password-5d1";
+export const CUSTOMER = "ann@customer.test";
+
+export interface AuthWorldOptions {
+  /** Lifetime of the fake platform's tokens (default 3600 s). */
+  tokenLifetimeSeconds?: number;
+  /** SASL mechanisms Dovecot offers for OAuth (default XOAUTH2 only, like Exchange Online). */
+  mechanisms?: Array<"xoauth2" | "oauthbearer">;
+}
+
+/**
+ * A Microsoft 365 mailbox on one machine: the fake identity platform, Dovecot accepting XOAUTH2
+ * through its oauth2 passdb (IMAP and POP3) with the app granted on the support mailbox, Postfix
+ * submission authenticating through the same Dovecot (XOAUTH2) and delivering into it over LMTP,
+ * and the Postroom services as processes with the mailbox configured as `microsoft365`.
+ */
+export class AuthWorld {
+  idp!: FakeIdentityPlatform;
+  oauth!: DovecotOAuth2Profile;
+  dovecot!: DovecotServer;
+  postfix!: PostfixServer;
+  db!: TestDatabase;
+  dir!: TempDir;
+  namespace!: string;
+  names!: Names;
+  nc!: NatsConnection;
+  pool!: pg.Pool;
+  system!: PostroomSystem;
+  config!: PostroomConfigInput;
+
+  static async create(prefix: string, options: AuthWorldOptions = {}): Promise<AuthWorld> {
+    const w = new AuthWorld();
+    w.dir = tempDir(prefix);
+    w.idp = await startFakeIdentityPlatform({
+      apps: [{ tenantId: TENANT_ID, clientId: APP_ID, objectId: APP_OBJECT_ID, secrets: [{ value: CLIENT_SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] }],
+      grants: { [MAILBOX]: [APP_ID] },
+      ...(options.tokenLifetimeSeconds ? { tokenLifetimeSeconds: options.tokenLifetimeSeconds } : {}),
+    });
+    w.oauth = await dovecotOAuth2({
+      introspectionUrl: w.idp.info.introspectionUrl,
+      caCertPath: w.idp.info.caCertPath,
+      grants: { [MAILBOX]: [APP_ID] },
+      ...(options.mechanisms ? { mechanisms: options.mechanisms } : {}),
+    });
+    const saslPort = await freePort();
+    w.dovecot = await startDovecot({
+      users: [
+        { user: MAILBOX, password: FIXTURE_PASSWORD },
+        { user: CUSTOMER, password: "customer-fixture-password" },
+      ],
+      lmtp: true,
+      authMechanisms: w.oauth.authMechanisms,
+      extraConfig: `${w.oauth.extraConfig}\n${dovecotAuthListener(saslPort)}`,
+    });
+    w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort });
+    w.db = await createTestDatabase(prefix);
+    w.namespace = testNamespace(prefix);
+    w.names = names(w.namespace);
+    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
+    w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
+    w.config = {
+      version: 1,
+      nats: { url: natsUrl(), namespace: w.namespace },
+      database: { url: w.db.url },
+      archive: { path: join(w.dir.path, "archive") },
+      tenants: [
+        {
+          id: "acme",
+          acd: { type: "builtin" },
+          mailboxes: [
+            {
+              id: "support",
+              address: MAILBOX,
+              inbound: { protocol: "imap", host: "127.0.0.1", port: w.dovecot.info.imapPort, tls: "none", checkIntervalSeconds: 30 },
+              auth: { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
+              smtp: { host: "127.0.0.1", port: w.postfix.info.submissionPort, tls: "starttls", verifyCertificate: false },
+            },
+          ],
+        },
+      ],
+    } as PostroomConfigInput;
+    w.system = new PostroomSystem({
+      config: w.config,
+      dir: w.dir.path,
+      env: { M365_CLIENT_SECRET: CLIENT_SECRET, NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath },
+    });
+    return w;
+  }
+
+  /** Waits until the poller has opened the mailbox. */
+  async mailboxReady(timeoutMs = 40_000): Promise<void> {
+    const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
+    await waitFor(
+      async () => {
+        const e = await kv.get(this.names.mailboxKey("acme", "support"));
+        return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
+      },
+      { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
+    );
+  }
+
+  async rows<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return (await this.pool.query<T>(sql, params)).rows;
+  }
+
+  async requestSend(command: Record<string, unknown>): Promise<void> {
+    await publishJson(jetStreamOf(this.nc), this.names.subjects.mailSend("acme", "support"), { version: "v1", requestedAt: new Date().toISOString(), ...command }, {
+      msgId: String(command.commandId),
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.system?.stop();
+    await this.pool?.end();
+    await this.nc?.drain();
+    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.db?.drop();
+    await this.postfix?.stop();
+    await this.dovecot?.stop();
+    await this.oauth?.dir.remove();
+    await this.idp?.stop();
+    await this.dir?.remove();
+  }
+}
