@@ -5,6 +5,7 @@ import { createPool, migrate, type Pool } from "@postroom/db";
 import { connectNats, ensureStreams, type NatsConnection } from "@postroom/nats-kit";
 import { createLogger, runService, type Logger, type Stoppable } from "@postroom/telemetry";
 import { natsCheck, operationsPort, postgresCheck, startTelemetry, type Telemetry } from "@postroom/telemetry";
+import { recordEmittedEvents } from "./observe.js";
 
 /** What every service gets at start-up. */
 export interface ServiceContext {
@@ -60,12 +61,14 @@ export async function runPostroomService(definition: ServiceDefinition, env: Nod
     telemetry.addReadinessCheck("nats", natsCheck(nc));
     if (definition.streams !== false) await ensureStreams(nc, streamDefinitions(names, { replicas: config.nats.replicas }));
     const tenants = env.POSTROOM_TENANTS?.split(",").map((t) => t.trim()).filter(Boolean);
+    const stopRecording = recordEmittedEvents({ telemetry, names, pool, logger });
     const service = await definition.start({ config, names, nc, logger, pool, tenants: tenants?.length ? tenants : undefined, env, telemetry });
     started = true;
     return {
       async stop() {
         await service.stop();
         await nc.drain();
+        stopRecording();
         await pool?.end();
         // Last, so the spans of the final messages are exported.
         await telemetry.stop();
@@ -73,3 +76,4 @@ export async function runPostroomService(definition: ServiceDefinition, env: Nod
     };
   });
 }
+export { recordEmittedEvents, watchMailboxStatus, sessionCounts } from "./observe.js";
