@@ -1,5 +1,5 @@
 export { SmtpSender, buildMessage } from "./sender.js";
-export type { SenderOptions } from "./sender.js";
+export type { SenderOptions, SmtpSenderEvents } from "./sender.js";
 export { classifySmtpError, planRetry, defaultRetryPolicy } from "./classify.js";
 export type { SmtpVerdict, RetryPlan, RetryPolicy } from "./classify.js";
 export { SendRateLimiter } from "./rate-limit.js";

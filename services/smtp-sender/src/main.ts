@@ -1,11 +1,12 @@
 #!/usr/bin/env node
+import { consumerLagReader } from "@postroom/nats-kit";
 import { runPostroomService } from "@postroom/runtime";
 import { SmtpSender } from "./sender.js";
 
 await runPostroomService({
   name: "smtp-sender",
   database: true,
-  async start({ nc, names, config, pool, logger, env }) {
+  async start({ nc, names, config, pool, logger, env, telemetry }) {
     const tenant = env.POSTROOM_TENANT || undefined;
     // Crash tests stop the process at a named point (after the server's 250 is recorded, before
     // mail.sent and the ack); nothing sets this in production.
@@ -19,6 +20,7 @@ await runPostroomService({
         : undefined;
     const sender = new SmtpSender({ nc, names, config, pool: pool!, logger, ...(tenant ? { tenant } : {}), ...(afterAccepted ? { afterAccepted } : {}) });
     await sender.start();
+    telemetry.metrics.observeConsumers(consumerLagReader(nc, [{ stream: names.streams.sendCommands, durable: names.consumers.smtpSender(tenant) }]));
     return sender;
   },
 });

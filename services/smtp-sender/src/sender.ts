@@ -44,6 +44,21 @@ import {
 import { SendRateLimiter } from "./rate-limit.js";
 import { transportOptions } from "./transport.js";
 
+/**
+ * Metrics seam: the telemetry package hangs counters and histograms here. Labels are bounded —
+ * tenant and mailbox ids, kinds and outcomes, never an address or a subject.
+ */
+export interface SmtpSenderEvents {
+  /** The server accepted a message after `attempts` SMTP attempts; `ms` is the last SMTP conversation. */
+  onSent?(event: { tenant: string; mailbox: string; kind: SendRequested["kind"]; bytes: number; attempts: number; ms: number }): void;
+  /** An attempt failed and the command will be retried (4xx, connection) or held (needs an administrator). */
+  onDeferred?(event: { tenant: string; mailbox: string; verdict: "retry" | "needs-admin"; responseCode: number | null }): void;
+  /** The command ended without being sent (refused before sending, 5xx, or given up). */
+  onFailed?(event: { tenant: string; mailbox: string; kind: SendRequested["kind"]; responseCode: number | null }): void;
+  /** A send waited for the per-mailbox rate limit. */
+  onRateLimited?(event: { tenant: string; mailbox: string; waitMs: number }): void;
+}
+
 export interface SenderOptions {
   nc: NatsConnection;
   names: Names;
@@ -63,6 +78,8 @@ export interface SenderOptions {
    * command acknowledged — the seam the crash tests stop the process at. Not for production use.
    */
   afterAccepted?: (commandId: string) => Promise<void>;
+  /** Metrics seam (see {@link SmtpSenderEvents}). */
+  events?: SmtpSenderEvents;
 }
 
 /** How long JetStream waits for an ack (or a progress signal) before giving the command to another sender. */
@@ -194,14 +211,17 @@ export class SmtpSender {
     if (waitMs > 0) {
       // Queue, do not fail: the command goes back to JetStream and returns when a slot is free.
       log.debug({ waitMs }, "rate limit reached; send queued");
+      this.o.events?.onRateLimited?.({ tenant: c.tenant, mailbox: c.mailbox, waitMs });
       return { action: "retry", delayMs: waitMs, reason: "per-mailbox rate limit" };
     }
 
     let response: string;
+    let started = 0;
     try {
       // The credential first: a token-service hiccup is not an SMTP attempt.
       const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
       await this.o.pool.query("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1", [c.commandId]);
+      started = performance.now();
       response = await this.#send(c, mailbox, row, credential);
     } catch (error) {
       const verdict = error instanceof CredentialUnavailableError ? credentialVerdict(error) : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
@@ -212,6 +232,7 @@ export class SmtpSender {
       const code = (error as { responseCode?: number }).responseCode ?? null;
       log.warn({ verdict: verdict.kind, reason: verdict.reason, responseCode: code }, "smtp send failed");
       if (verdict.kind === "permanent") return this.#fail(c, true, verdict.reason, verdict.reason, code);
+      this.o.events?.onDeferred?.({ tenant: c.tenant, mailbox: c.mailbox, verdict: verdict.kind, responseCode: code });
       await this.#setStatus(c.tenant, c.mailbox, verdict.kind === "needs-admin" ? "needs-admin" : "backing-off", verdict, code);
       if (verdict.kind === "needs-admin") {
         // The agent's side hears now that this reply is held (not lost) until someone fixes the
@@ -228,6 +249,8 @@ export class SmtpSender {
       "UPDATE sends SET state = 'sent', server_response = $2, sent_at = now(), last_error = NULL, updated_at = now() WHERE command_id = $1 RETURNING *",
       [c.commandId, response],
     );
+    const done = sent.rows[0]!;
+    this.o.events?.onSent?.({ tenant: c.tenant, mailbox: c.mailbox, kind: c.kind, bytes: Number(done.raw_size), attempts: done.attempts, ms: performance.now() - started });
     await this.o.afterAccepted?.(c.commandId);
     await this.#setStatus(c.tenant, c.mailbox, "idle", null, null);
     await this.#publishSent(c, rfcMessageId, sent.rows[0]!);
@@ -426,6 +449,7 @@ export class SmtpSender {
   async #fail(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null): Promise<Verdict> {
     await this.o.pool.query("UPDATE sends SET state = 'failed', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, reason]);
     await this.#publishFailed(c, permanent, reason, serverResponse, code, `${c.commandId}#failed`);
+    this.o.events?.onFailed?.({ tenant: c.tenant, mailbox: c.mailbox, kind: c.kind, responseCode: code });
     this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, reason }, "send failed");
     return ack;
   }
