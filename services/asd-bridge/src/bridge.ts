@@ -92,9 +92,6 @@ export class AsdBridge implements AgentActions {
         this.#webhooks.set(t.id, { secret, client: new WebhookClient({ url: t.acd.url, secret, ...(this.o.webhookRetry ?? {}) }) });
       }
     }
-    await this.#restore();
-    for (const a of this.softdial.values()) a.start();
-    this.#tick = setInterval(() => this.distributor.tick(), 250);
     // Nothing to serve without agents or a webhook ACD; not binding the port then also keeps
     // deployments (and test worlds) without agents free of port clashes.
     const needed = this.#tenants().some((t) => t.agents.length > 0 || t.acd.type === "webhook");
@@ -104,6 +101,10 @@ export class AsdBridge implements AgentActions {
       await this.api.start();
       this.o.logger.info({ url: this.api.url }, "agent API listening");
     }
+    // After the API (webhook offers carry links to it), before new mail (so nothing is offered twice).
+    await this.#restore();
+    for (const a of this.softdial.values()) a.start();
+    this.#tick = setInterval(() => this.distributor.tick(), 250);
     this.#consumer = new DurableConsumer({
       nc,
       stream: names.streams.mail,
@@ -148,6 +149,10 @@ export class AsdBridge implements AgentActions {
         } else if (t.acd.type === "softdial" && s.state !== "delivered") {
           const offer = await this.#softdialOffer(t, s.id, s.mailbox);
           if (offer) this.softdial.get(t.id)!.offer(offer);
+        } else if (t.acd.type === "webhook" && s.state === "offered") {
+          // Recorded as offered, but the POST may not have landed before the restart; the ACD
+          // dedupes on Idempotency-Key (the session id), so posting again is safe.
+          void this.#repost(t, s.id, s.queue);
         }
       }
     }
@@ -228,6 +233,31 @@ export class AsdBridge implements AgentActions {
     const event: SessionOffered = { version: "v1", sessionId, tenant: e.tenant, mailbox: e.mailbox, messageKey: e.messageKey, queue, acd, offeredAt: offeredAt.toISOString(), warnings };
     await publishJson(this.#js, this.o.names.subjects.sessionOffered(e.tenant, e.mailbox), event, { msgId: `${sessionId}#offered` });
     this.o.logger.info({ tenant: e.tenant, mailbox: e.mailbox, sessionId, queue }, "session offered");
+  }
+
+  async #repost(tenant: Tenant, sessionId: string, queue: string): Promise<void> {
+    const hook = this.#webhooks.get(tenant.id)!;
+    const row = await this.#sessions.forAgent(tenant.id, sessionId);
+    if (!row) return;
+    try {
+      await hook.client.post({
+        version: "v1",
+        type: "session.offered",
+        sessionId,
+        tenant: tenant.id,
+        mailbox: row.mailbox,
+        queue,
+        from: row.from_address,
+        subject: row.subject,
+        offeredAt: (row.offered_at ?? new Date()).toISOString(),
+        emailUrl: this.#emailLink(tenant.id, sessionId, hook.secret),
+        warnings: row.warnings,
+      });
+    } catch (error) {
+      this.stats.failed++;
+      await this.#sessions.transition(sessionId, "failed", { reason: (error as Error).message });
+      this.o.logger.error({ tenant: tenant.id, sessionId, problem: (error as Error).message }, "the ACD did not take the session");
+    }
   }
 
   // --- state changes reported by the ACDs ------------------------------------------------------

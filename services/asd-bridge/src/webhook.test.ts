@@ -107,3 +107,21 @@ test("a signed callback is applied once; a replayed one is ignored; stale or uns
   const history = await h.pool.query<{ state: string }>("SELECT state FROM session_events WHERE session_id = $1 ORDER BY id", [sessionId]);
   assert.deepEqual(history.rows.map((r) => r.state), ["created", "offered", "assigned", "completed"]);
 });
+
+test("after a restart, a session recorded as offered is POSTed again with the same idempotency key", async () => {
+  const { messageId } = await h.deliver("acme", "support", { subject: "Crash in between" });
+  const s = await waitFor(async () => {
+    const r = await h.sessionOf(messageId);
+    return r?.state === "offered" && received.some((x) => x.headers["idempotency-key"] === r.id) ? r : undefined;
+  }, { timeoutMs: 15_000, what: "offered and posted" });
+  await h.bridge.stop();
+  const before = received.filter((x) => x.headers["idempotency-key"] === s.id).length;
+  // The crash this stands for: "offered" committed, the POST never made it (or its answer was lost).
+  await h.restart();
+  await waitFor(() => received.filter((x) => x.headers["idempotency-key"] === s.id).length === before + 1, { timeoutMs: 10_000, what: "posted again" });
+  const again = JSON.parse(received.at(-1)!.body) as { sessionId: string; emailUrl: string };
+  assert.equal(again.sessionId, s.id);
+  assert.equal((await fetch(again.emailUrl)).status, 200, "the link points at the running API");
+  const sessions = await h.pool.query("SELECT 1 FROM sessions WHERE message_id = $1", [messageId]);
+  assert.equal(sessions.rowCount, 1);
+});
