@@ -1,0 +1,134 @@
+/**
+ * smtp-sender throughput against Postfix's `smtp-source`, in one run on this machine.
+ *
+ * Both send the same number of messages of the same body size to the same local SMTP server
+ * (Postfix's `smtp-sink`, which accepts everything and keeps nothing, so the server is not the
+ * bottleneck), with 1 and with 4 connections at a time, one message per connection — smtp-source's
+ * default and what smtp-sender does (a fresh login per send). Postroom's figure is the whole path
+ * of a send command: JetStream command → sends row → compose → object store → SMTP (AUTH PLAIN)
+ * → "sent" row → mail.sent event → ack, with a real token-service answering credential requests.
+ *
+ *   node --conditions=source --import tsx bench/smtp-send.ts [messages] [bodyBytes]
+ *
+ * Loopback only; stops by itself (each phase is capped at 180 s).
+ */
+import { spawn, execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { promisify } from "node:util";
+import { PostroomConfig } from "@postroom/config";
+import { names as namesOf, streamDefinitions } from "@postroom/contracts";
+import { createPool, migrate } from "@postroom/db";
+import { connectNats, ensureStreams, jetStreamOf, openKv, publishJson } from "@postroom/nats-kit";
+import { SmtpSender } from "@postroom/smtp-sender";
+import { createLogger } from "@postroom/telemetry";
+import { cleanupNamespace, createTestDatabase, findBinary, freePort, natsUrl, readGreeting, testNamespace, waitFor } from "@postroom/testkit";
+import { CredentialService } from "@postroom/token-service";
+
+const run = promisify(execFile);
+const COUNT = Number(process.argv[2] ?? 400);
+const BODY = Number(process.argv[3] ?? 10_000);
+const PHASE_LIMIT_MS = 180_000;
+
+async function startSink(): Promise<{ port: number; stop: () => void }> {
+  const port = await freePort();
+  // -m: max concurrent sessions; backlog 256. It announces AUTH and accepts any login.
+  // As root it insists on dropping privileges (-u); "nobody" exists everywhere.
+  const asRoot = process.getuid?.() === 0 ? ["-u", "nobody"] : [];
+  const child = spawn(findBinary("smtp-sink"), [...asRoot, "-m", "64", `127.0.0.1:${port}`, "256"], { stdio: "ignore" });
+  await waitFor(() => readGreeting("127.0.0.1", port).then((g) => g.startsWith("220"), () => false), { timeoutMs: 10_000, what: "smtp-sink" });
+  return { port, stop: () => child.kill("SIGTERM") };
+}
+
+async function smtpSource(port: number, sessions: number): Promise<number> {
+  const started = performance.now();
+  await run(findBinary("smtp-source"), ["-s", String(sessions), "-m", String(COUNT), "-l", String(BODY), "-f", "support@acme.test", "-t", "ann@customer.test", `127.0.0.1:${port}`], {
+    timeout: PHASE_LIMIT_MS,
+  });
+  return COUNT / ((performance.now() - started) / 1000);
+}
+
+async function postroom(port: number, concurrency: number): Promise<number> {
+  const root = testNamespace("benchsmtp");
+  const db = await createTestDatabase("benchsmtp");
+  const names = namesOf(root);
+  const config = PostroomConfig.parse({
+    version: 1,
+    nats: { url: natsUrl(), namespace: root },
+    database: { url: db.url },
+    archive: { path: "/tmp/postroom-bench-unused" },
+    tenants: [
+      {
+        id: "acme",
+        mailboxes: [
+          {
+            id: "support",
+            address: "support@acme.test",
+            inbound: { protocol: "imap", host: "127.0.0.1" },
+            auth: { type: "password", password: "env:BENCH_SMTP_PASSWORD" },
+            // No rate limit in the way: this measures the path, not Exchange's quota.
+            smtp: { host: "127.0.0.1", port, tls: "none", ratePerMinute: 1_000_000 },
+          },
+        ],
+      },
+    ],
+  });
+  const logger = createLogger({ service: "bench", level: "warn" });
+  const nc = await connectNats({ url: natsUrl(), name: "bench-smtp" });
+  const pool = createPool(db.url);
+  let sent = 0;
+  let sender: SmtpSender | undefined;
+  let tokens: CredentialService | undefined;
+  try {
+    await migrate(pool);
+    await ensureStreams(nc, streamDefinitions(names, { replicas: 1 }));
+    tokens = new CredentialService({ nc, names, config, logger, env: { BENCH_SMTP_PASSWORD: "pw" }, statusKv: await openKv(nc, names.buckets.mailboxStatus) });
+    await tokens.start();
+    sender = new SmtpSender({ nc, names, config, pool, logger, concurrency, events: { onSent: () => void sent++ } });
+    const js = jetStreamOf(nc);
+    const text = randomBytes(Math.ceil((BODY * 3) / 4)).toString("base64").slice(0, BODY).replace(/(.{76})/g, "$1\n");
+    // Queue every command first, then start the sender: the clock measures sending only.
+    for (let i = 0; i < COUNT; i++) {
+      await publishJson(js, names.subjects.mailSend("acme", "support"), {
+        version: "v1",
+        commandId: `bench-${i.toString().padStart(6, "0")}`,
+        tenant: "acme",
+        mailbox: "support",
+        kind: "new",
+        to: ["ann@customer.test"],
+        subject: `bench ${i}`,
+        text,
+        requestedAt: new Date().toISOString(),
+      }, { msgId: `bench-${i}` });
+    }
+    const started = performance.now();
+    await sender.start();
+    await waitFor(() => sent >= COUNT, { timeoutMs: PHASE_LIMIT_MS, intervalMs: 20, what: `${COUNT} sends (have ${sent})` });
+    return COUNT / ((performance.now() - started) / 1000);
+  } finally {
+    await sender?.stop();
+    await tokens?.stop();
+    await nc.drain();
+    await pool.end();
+    await cleanupNamespace(natsUrl(), root).catch(() => undefined);
+    await db.drop();
+  }
+}
+
+const sink = await startSink();
+try {
+  const rows: { connections: number; postroom: number; smtpSource: number }[] = [];
+  for (const connections of [1, 4]) {
+    const reference = await smtpSource(sink.port, connections);
+    const ours = await postroom(sink.port, connections);
+    rows.push({ connections, postroom: ours, smtpSource: reference });
+  }
+  console.log(`smtp-sender vs Postfix smtp-source: ${COUNT} messages, ${BODY}-byte body, one message per connection, to Postfix smtp-sink on loopback`);
+  console.log("connections | postroom msg/s | smtp-source msg/s | postroom / smtp-source");
+  for (const r of rows) {
+    console.log(`${String(r.connections).padStart(11)} | ${r.postroom.toFixed(1).padStart(14)} | ${r.smtpSource.toFixed(1).padStart(17)} | ${(r.postroom / r.smtpSource).toFixed(3)}`);
+  }
+  console.log(`postroom 4 vs 1 connections: ${(rows[1]!.postroom / rows[0]!.postroom).toFixed(2)}x; smtp-source: ${(rows[1]!.smtpSource / rows[0]!.smtpSource).toFixed(2)}x`);
+} finally {
+  sink.stop();
+}
+process.exit(0);
