@@ -21,7 +21,7 @@ const commands: CommandTable = {
   },
   // Reserved for teammates' commands; uncomment when the module exists:
   // status: { summary: "Show mailboxes, queues and services", load: () => import("./commands/status.js") },
-  // "test-auth": { summary: "Try each mailbox's credentials", load: () => import("./commands/test-auth.js") },
+  "test-auth": { summary: "Try a mailbox's credentials step by step and explain every failure", load: () => import("./commands/test-auth.js") },
 };
 
 process.exitCode = await dispatch(commands, process.argv.slice(2));

@@ -1,0 +1,253 @@
+// `postroom test-auth` as an administrator runs it: the real command in its own process (it reads
+// NODE_EXTRA_CA_CERTS at start-up), against the fake identity platform over HTTPS, a Dovecot that
+// accepts XOAUTH2 through its oauth2 passdb with a per-mailbox grant list, and Postfix submission
+// authenticating through that Dovecot. Every failure case checks the verdict, the catalogue's fix
+// and the exit code.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { after, before, test } from "node:test";
+import {
+  dovecotAuthListener,
+  dovecotOAuth2,
+  freePort,
+  rsaCertificate,
+  startDovecot,
+  startFakeIdentityPlatform,
+  startPostfix,
+  stopAll,
+  tempDir,
+  type DovecotOAuth2Profile,
+  type DovecotServer,
+  type FakeIdentityPlatform,
+  type PostfixServer,
+  type TempDir,
+} from "@postroom/testkit";
+import { stringify } from "yaml";
+
+const run = promisify(execFile);
+const MAIN = resolve(fileURLToPath(new URL("../main.ts", import.meta.url)));
+const TENANT = "3f2c9a4e-6b1d-4c8e-9a7f-0d5e2b1c4a88";
+const APP = "5a7d3c21-9e4b-4f6a-8c2d-1b0e9f8a7c66";
+const OBJECT_ID = "0d1e2f30-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+const EXPIRED_APP = "7c9f5e43-1a6d-4b8c-8e4f-3d2a1b0c9e88";
+const CERT_APP = "6b8e4d32-0f5c-4a7b-9d3e-2c1f0a9b8d77";
+const SECRET = "Xq8~test-auth-secret-value.7Jk2LmN9";
+const SECRET_ID = "e4b1c2d3-0a9f-4e8d-b7c6-5a4f3e2d1c0b";
+const MAILBOX = "support@acme.test";
+const NO_GRANT = "nogrant@acme.test";
+const PASSWORD_USER = "plain@acme.test";
+
+let dir: TempDir;
+let idp: FakeIdentityPlatform;
+let oauth: DovecotOAuth2Profile;
+let dovecot: DovecotServer;
+let postfix: PostfixServer;
+let configPath: string;
+
+before(async () => {
+  dir = tempDir("test-auth");
+  const uploaded = await rsaCertificate(dir.path, "uploaded");
+  const other = await rsaCertificate(dir.path, "not-uploaded");
+  idp = await startFakeIdentityPlatform({
+    apps: [
+      { tenantId: TENANT, clientId: APP, objectId: OBJECT_ID, secrets: [{ value: SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] },
+      { tenantId: TENANT, clientId: EXPIRED_APP, secrets: [{ value: "old-value", expired: true }] },
+      { tenantId: TENANT, clientId: CERT_APP, certificates: [uploaded.certificatePem], roles: ["IMAP.AccessAsApp"] },
+    ],
+  });
+  oauth = await dovecotOAuth2({ introspectionUrl: idp.info.introspectionUrl, caCertPath: idp.info.caCertPath, grants: { [MAILBOX]: [APP] } });
+  const saslPort = await freePort();
+  dovecot = await startDovecot({
+    users: [
+      { user: PASSWORD_USER, password: "the-right-password" },
+      { user: MAILBOX, password: "fixture-only" },
+    ],
+    lmtp: true,
+    authMechanisms: oauth.authMechanisms,
+    extraConfig: `${oauth.extraConfig}\n${dovecotAuthListener(saslPort)}`,
+  });
+  postfix = await startPostfix({ lmtpPort: dovecot.info.lmtpPort!, saslPort });
+  const closedPort = await freePort();
+  const inbound = { protocol: "imap", host: "127.0.0.1", port: dovecot.info.imapPort, tls: "none" };
+  const ms = (clientId: string, extra: Record<string, unknown>) => ({ type: "microsoft365", tenantId: TENANT, clientId, authorityHost: idp.info.authorityHost, ...extra });
+  const config = {
+    version: 1,
+    database: { url: "postgres://127.0.0.1:1/unused" },
+    archive: { path: join(dir.path, "archive") },
+    tenants: [
+      {
+        id: "acme",
+        acd: { type: "builtin" },
+        mailboxes: [
+          { id: "plain", address: PASSWORD_USER, inbound, auth: { type: "password", password: "env:WRONG_PASSWORD" } },
+          { id: "down", address: PASSWORD_USER, inbound: { ...inbound, port: closedPort }, auth: { type: "password", password: "env:WRONG_PASSWORD" } },
+          { id: "certbox", address: MAILBOX, inbound, auth: ms(CERT_APP, { certificate: { certificate: `file:${other.certPath}`, privateKey: `file:${other.keyPath}` } }) },
+          { id: "pop", address: MAILBOX, inbound: { protocol: "pop3", host: "127.0.0.1", port: dovecot.info.pop3Port, tls: "none" }, auth: ms(APP, { clientSecret: "env:SECRET" }) },
+        ],
+      },
+    ],
+  };
+  configPath = join(dir.path, "postroom.yaml");
+  await writeFile(configPath, stringify(config));
+});
+
+after(async () => {
+  await stopAll([idp, dovecot, postfix]);
+  await oauth?.dir.remove();
+  await dir?.remove();
+});
+
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function testAuth(args: string[], env: Record<string, string> = {}, trustIdp = true): Promise<Outcome> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ["--conditions=source", "--import", "tsx", MAIN, "test-auth", ...args], {
+      env: { ...process.env, ...(trustIdp ? { NODE_EXTRA_CA_CERTS: idp.info.caCertPath } : { NODE_EXTRA_CA_CERTS: "" }), ...env },
+      timeout: 90_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+/** The no-config form against the local servers: IMAP and POP3 plain on loopback, SMTP with STARTTLS. */
+function direct(clientId: string, extra: string[] = [], mailbox = MAILBOX): string[] {
+  return [
+    "--tenant-id", TENANT,
+    "--client-id", clientId,
+    "--client-secret-env", "M365_SECRET",
+    "--mailbox-address", mailbox,
+    "--authority-host", idp.info.authorityHost,
+    "--imap-host", `127.0.0.1:${dovecot.info.imapPort}`, "--imap-tls", "none",
+    "--pop3-host", `127.0.0.1:${dovecot.info.pop3Port}`, "--pop3-tls", "none",
+    "--smtp-host", `127.0.0.1:${postfix.info.submissionPort}`, "--smtp-tls", "starttls",
+    "--insecure",
+    ...extra,
+  ];
+}
+
+function line(out: string, step: string): string {
+  // Every verdict line of that step (config and the environment checks have several).
+  return out.split("\n").filter((l) => l.startsWith("[") && l.slice(7).trimStart().startsWith(`${step} `)).join("\n");
+}
+
+test("a correct Microsoft 365 setup passes every step, with claims decoded and exit code 0", async () => {
+  const r = await testAuth(direct(APP, ["--send-to", PASSWORD_USER]), { M365_SECRET: SECRET });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  for (const step of ["dns", "tcp", "tls", "clock", "config", "token", "claims", "imap", "pop3", "smtp", "send"]) assert.match(line(r.stdout, step), /^\[(PASS|WARN)\]/, `${step}:\n${r.stdout}`);
+  assert.match(r.stdout, new RegExp(`appid: ${APP}`));
+  assert.match(r.stdout, /roles: IMAP\.AccessAsApp, POP\.AccessAsApp, SMTP\.SendAsApp/);
+  assert.match(r.stdout, /aud: {3}https:\/\/outlook\.office365\.com/);
+  assert.match(r.stdout, /result: PASS/);
+  assert.ok(!r.stdout.includes(SECRET), "the secret is never printed");
+});
+
+test("the Secret ID instead of the value: config warns, the token step fails with AADSTS7000215 and the fix, exit code 1", async () => {
+  const r = await testAuth(direct(APP), { M365_SECRET: SECRET_ID });
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "config"), /WARN.*Secret ID/);
+  assert.match(line(r.stdout, "token"), /^\[FAIL\]/);
+  assert.match(r.stdout, /code: {4}AADSTS7000215/);
+  assert.match(r.stdout, /use the secret's Value, not its Secret ID/);
+  assert.match(line(r.stdout, "imap"), /^\[SKIP\]/);
+});
+
+test("an expired secret fails the token step with AADSTS7000222, exit code 1", async () => {
+  const r = await testAuth(direct(EXPIRED_APP), { M365_SECRET: "old-value" });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /code: {4}AADSTS7000222/);
+  assert.match(r.stdout, /create a new secret/);
+});
+
+test("an unknown client id fails with AADSTS700016, exit code 1", async () => {
+  const r = await testAuth(direct("0f0f0f0f-1111-4222-8333-444455556666"), { M365_SECRET: SECRET });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /code: {4}AADSTS700016/);
+  assert.match(r.stdout, /client id is wrong, or the request went to the wrong tenant/);
+});
+
+test("an unknown tenant fails with AADSTS90002, exit code 1", async () => {
+  const args = direct(APP);
+  args[1] = "9e9e9e9e-aaaa-4bbb-8ccc-dddddddddddd";
+  const r = await testAuth(args, { M365_SECRET: SECRET });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /code: {4}AADSTS90002/);
+  assert.match(r.stdout, /tenant id for typos/);
+});
+
+test("a wrong scope fails with the catalogue's scope fix, exit code 1", async () => {
+  const r = await testAuth(direct(APP, ["--scope", "https://outlook.office365.com/IMAP.AccessAsApp"]), { M365_SECRET: SECRET });
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "config"), /WARN.*no \/\.default suffix/);
+  assert.match(r.stdout, /code: {4}AADSTS1002012/);
+  assert.match(r.stdout, /use https:\/\/outlook\.office365\.com\/\.default/);
+});
+
+test("an app without a grant on the mailbox: token fine, IMAP AUTHENTICATE refused, PowerShell filled with appid and oid, exit code 1", async () => {
+  const r = await testAuth(direct(APP, ["--no-smtp"], NO_GRANT), { M365_SECRET: SECRET });
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "token"), /^\[PASS\]/);
+  assert.match(line(r.stdout, "imap"), /^\[FAIL\].*refused the login of nogrant@acme\.test/);
+  assert.match(r.stdout, /IMAP NO AUTHENTICATE failed\./);
+  assert.match(r.stdout, new RegExp(`New-ServicePrincipal -AppId ${APP} -ObjectId ${OBJECT_ID}`));
+  assert.match(r.stdout, new RegExp(`Add-MailboxPermission -Identity ${NO_GRANT} -User ${OBJECT_ID} -AccessRights FullAccess`));
+  assert.match(line(r.stdout, "pop3"), /^\[FAIL\]/);
+});
+
+test("a password mailbox with the wrong password: IMAP refused with the password fix, exit code 1", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "plain"], { WRONG_PASSWORD: "not-the-password" });
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "imap"), /^\[FAIL\].*refused the login of plain@acme\.test/);
+  assert.match(r.stdout, /check the password \(or app password\)/);
+  assert.ok(!r.stdout.includes("not-the-password"));
+});
+
+test("an unreachable host fails at the TCP check and the login is skipped, exit code 1", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "acme/down"], { WRONG_PASSWORD: "x" });
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "tcp"), /^\[FAIL\].*unreachable \(ECONNREFUSED\)/);
+  assert.match(r.stdout, /nothing listens on that port/);
+  assert.match(line(r.stdout, "imap"), /^\[SKIP\]/);
+});
+
+test("a certificate the identity platform does not trust fails with AADSTS700027, exit code 1", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "certbox"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /code: {4}AADSTS700027/);
+  assert.match(r.stdout, /upload this certificate/);
+});
+
+test("an identity platform whose TLS certificate this machine does not trust fails the TLS check, exit code 1", async () => {
+  const r = await testAuth(direct(APP), { M365_SECRET: SECRET }, false);
+  assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "tls"), /^\[FAIL\] tls {5}identity platform/);
+  assert.match(r.stdout, /NODE_EXTRA_CA_CERTS/);
+  assert.match(line(r.stdout, "token"), /^\[SKIP\]/);
+});
+
+test("the config form tests POP3 when the mailbox reads POP3, and --json gives the same verdicts for scripts", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "pop", "--json"], { SECRET });
+  assert.equal(r.code, 0, r.stdout);
+  const report = JSON.parse(r.stdout) as { ok: boolean; steps: Array<{ step: string; verdict: string }> };
+  assert.equal(report.ok, true);
+  assert.deepEqual(
+    report.steps.filter((s) => ["token", "claims", "pop3"].includes(s.step)).map((s) => [s.step, s.verdict]),
+    [["token", "pass"], ["claims", "pass"], ["pop3", "pass"]],
+  );
+  assert.ok(!report.steps.some((s) => s.step === "imap"));
+});
+
+test("usage errors exit with code 2", async () => {
+  assert.equal((await testAuth(["--tenant-id", TENANT])).code, 2);
+  assert.equal((await testAuth(["--config", configPath, "--mailbox", "nope"])).code, 2);
+});
