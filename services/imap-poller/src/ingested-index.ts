@@ -54,6 +54,13 @@ export class IngestedIndex {
   /** Adds a key (compare-and-set, retried: the commit consumer and the reader never race, but be safe). */
   async add(fp: string, entry: IndexedKey): Promise<void> {
     const k = `${this.prefix}.${fp}`;
+    // The usual case is a fingerprint never seen: one round trip.
+    try {
+      await this.kv.create(k, JSON.stringify({ version: "v1", entries: [entry] }));
+      return;
+    } catch {
+      // exists: append below
+    }
     for (let attempt = 0; ; attempt++) {
       const e = await this.kv.get(k);
       const entries: IndexedKey[] = e?.value.length ? ((e.json() as { entries: IndexedKey[] }).entries ?? []) : [];

@@ -13,7 +13,7 @@ import {
   type Verdict,
 } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
-import { ImapFlow } from "imapflow";
+import { ImapFlow, type FetchMessageObject } from "imapflow";
 import { Backoff } from "./backoff.js";
 import { classifyImapError } from "./classify.js";
 import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
@@ -123,7 +123,10 @@ export class MailboxWorker implements Worker {
       filterSubject: names.subjects.mailArchived(tenant.id, mailbox.id),
       schema: MailArchived,
       handler: (event) => this.#applyAfterImport(event),
-      ackWaitMs: 120_000,
+      // Several in flight: one action held by a replica that crashed (unacked until ackWait) must
+      // not hold up every later one. The actions are idempotent, so their order does not matter.
+      ackWaitMs: 30_000,
+      maxAckPending: 32,
       onProblem: (p) => this.#log.warn({ subject: p.subject, reason: p.reason, action: p.action }, "after-import action deferred"),
     });
     await this.#commit.start();
@@ -316,22 +319,38 @@ export class MailboxWorker implements Worker {
     const found = await this.#op(client, client.search({ uid: `${cursor.lastUid + 1}:*` }, { uid: true }), "UID SEARCH");
     const uids = (found || []).filter((u) => u > cursor.lastUid).sort((a, b) => a - b);
     this.#status.backlog = uids.length;
-    for (const uid of uids) {
-      if (this.#stopped) return;
-      await this.#ingest(client, cursor, uid);
-      cursor.lastUid = uid;
+    // Pages of metadata (one FETCH per 200 messages); bodies one by one, streamed. The cursor is
+    // saved at least every second and after each page: a crash re-reads at most that much, and
+    // what it re-publishes carries the same message id (a duplicate, never a loss).
+    let savedAt = Date.now();
+    for (let i = 0; i < uids.length; i += 200) {
+      const page = uids.slice(i, i + 200);
+      const metas = new Map<number, FetchMessageObject>();
+      const fetched = await this.#op(client, client.fetchAll(page.join(","), { uid: true, internalDate: true, size: true, envelope: true }, { uid: true }), "UID FETCH");
+      for (const m of fetched) if (m.uid) metas.set(m.uid, m);
+      for (const uid of page) {
+        if (this.#stopped) return;
+        const meta = metas.get(uid);
+        if (meta) await this.#ingest(client, cursor, uid, meta); // absent: expunged since SEARCH
+        cursor.lastUid = uid;
+        this.#status.backlog--;
+        if (Date.now() - savedAt > 1000) {
+          await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
+          savedAt = Date.now();
+          // A heartbeat while working through a backlog, so status readers see progress.
+          await this.#setState("polling");
+        }
+      }
       await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
-      this.#status.backlog--;
+      savedAt = Date.now();
     }
     this.#status.lastCheckAt = new Date().toISOString();
   }
 
-  async #ingest(client: ImapFlow, cursor: Cursor, uid: number): Promise<void> {
+  async #ingest(client: ImapFlow, cursor: Cursor, uid: number, meta: FetchMessageObject): Promise<void> {
     const { tenant, mailbox, names } = this.o;
     const source: SourceKey = { protocol: "imap", tenant: tenant.id, mailbox: mailbox.id, folder: mailbox.inbound.folder, uidValidity: cursor.uidValidity, uid };
     const key = messageKey(source);
-    const meta = await this.#op(client, client.fetchOne(String(uid), { uid: true, internalDate: true, size: true, envelope: true }, { uid: true }), "UID FETCH");
-    if (!meta) return; // expunged between SEARCH and FETCH
     // BODY.PEEK: reading never marks the message; large messages arrive in chunks.
     const download = await this.#op(client, client.download(String(uid), undefined, { uid: true }), "UID FETCH BODY.PEEK[]");
     if (!download?.content) return;

@@ -67,7 +67,10 @@ export class Pop3Worker implements Worker {
       filterSubject: names.subjects.mailArchived(tenant.id, mailbox.id),
       schema: MailArchived,
       handler: (event) => this.#archived(event),
-      ackWaitMs: 120_000,
+      // Several in flight: one action held by a replica that crashed (unacked until ackWait) must
+      // not hold up every later one. The actions are idempotent, so their order does not matter.
+      ackWaitMs: 30_000,
+      maxAckPending: 32,
       onProblem: (p) => this.#log.warn({ subject: p.subject, reason: p.reason, action: p.action }, "archived event deferred"),
     });
     await this.#commit.start();
