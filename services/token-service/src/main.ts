@@ -13,6 +13,8 @@ await runService(logger, async () => {
   const config = await loadConfig(process.env);
   const nc = await connectNats({ url: config.nats.url, name: `token-service-${process.pid}` });
   telemetry.addReadinessCheck("nats", natsCheck(nc));
+  let started = false;
+  telemetry.addReadinessCheck("started", () => started);
   const n = names(config.nats.namespace);
   const statusKv = await openKv(nc, n.buckets.mailboxStatus, { replicas: config.nats.replicas });
   const tenants = process.env.POSTROOM_TENANTS?.split(",").filter(Boolean);
@@ -24,6 +26,7 @@ await runService(logger, async () => {
   };
   const service = new CredentialService({ nc, names: n, config, logger, statusKv, events, ...(tenants ? { tenants } : {}) });
   await service.start();
+  started = true;
   return {
     async stop() {
       await service.stop();
