@@ -96,6 +96,7 @@ export class CredentialService {
   #handling = new Set<Promise<void>>();
   #caches = new Map<string, TokenCache>();
   #published = new Map<string, string>();
+  #signatures = new Map<string, string>();
   #warnings = new Map<string, ExpiryWarning[]>();
   #expiryTimer: NodeJS.Timeout | undefined;
 
@@ -278,6 +279,11 @@ export class CredentialService {
     keepState = false,
   ): boolean {
     const key = `${tenant}.${mailbox}`;
+    // Fast path for the common case (a cached token served again): nothing changed, so nothing
+    // to serialise. Expiry-warning updates (keepState) always take the full path.
+    const signature = `${s.state}|${s.code ?? ""}|${tokenExpiresAt?.getTime() ?? ""}`;
+    if (!keepState && this.#signatures.get(key) === signature) return false;
+    this.#signatures.set(key, signature);
     const previous = this.#published.get(key);
     const warnings = this.warningsFor(tenant, mailbox).map((w) => ({ what: w.what, expiresAt: w.expiresAt.toISOString(), message: w.message, fix: w.fix }));
     let state = s;
