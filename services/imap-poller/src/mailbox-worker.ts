@@ -60,10 +60,12 @@ interface Cursor {
   /** UIDs up to this one are history (first start with import-history): archived, not offered. */
   historyUntil: number;
   /**
-   * After a UIDVALIDITY change: UIDs up to this one existed when the change was seen and are
-   * checked against the ingested index before publishing (re-mapping). 0 or absent: none.
+   * Set after a UIDVALIDITY change: every message of this UIDVALIDITY is checked against the
+   * ingested index before publishing (re-mapping). Not only those present when the change was
+   * seen: servers re-upload the old messages one by one after the folder is rebuilt, so they keep
+   * arriving with fresh UIDs for a while.
    */
-  remapUntil?: number;
+  remap?: boolean;
   /** When this mailbox was first read (ms since epoch), for re-mapping mail that predates it. */
   firstStartAt?: number;
 }
@@ -290,8 +292,8 @@ export class MailboxWorker implements Worker {
       // UIDVALIDITY changed: every UID is new. Read the whole folder again, but match each message
       // existing now against what was already published (Message-ID + content hash), so nothing
       // is offered twice and mail that arrived during the change is not skipped.
-      cursor = { uidValidity, lastUid: 0, historyUntil: 0, remapUntil: uidNext - 1, ...(stored.firstStartAt ? { firstStartAt: stored.firstStartAt } : {}) };
-      this.#log.warn({ previous: stored.uidValidity, uidValidity, remapUntil: uidNext - 1 }, "UIDVALIDITY changed; re-mapping the folder by Message-ID and content hash");
+      cursor = { uidValidity, lastUid: 0, historyUntil: 0, remap: true, ...(stored.firstStartAt ? { firstStartAt: stored.firstStartAt } : {}) };
+      this.#log.warn({ previous: stored.uidValidity, uidValidity }, "UIDVALIDITY changed; re-mapping the folder by Message-ID and content hash");
     }
     await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
     return cursor;
@@ -358,7 +360,7 @@ export class MailboxWorker implements Worker {
     const internalDate = meta.internalDate instanceof Date ? meta.internalDate : new Date(meta.internalDate ?? Date.now());
     const fp = fingerprint(meta.envelope?.messageId, raw.sha256);
     let offer = uid > cursor.historyUntil;
-    if (cursor.remapUntil && uid <= cursor.remapUntil) {
+    if (cursor.remap) {
       const decision = remapDecision(await this.#index.entries(fp), key, cursor.uidValidity);
       if (decision !== "new") {
         await this.#index.add(fp, { key, uidValidity: cursor.uidValidity });
