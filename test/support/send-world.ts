@@ -1,3 +1,4 @@
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
@@ -7,14 +8,18 @@ import {
   cleanupNamespace,
   createTestDatabase,
   dovecotAuthListener,
+  dovecotOAuth2,
   freePort,
   natsUrl,
   startDovecot,
+  startFakeIdentityPlatform,
   startPostfix,
   tempDir,
   testNamespace,
   waitFor,
+  type DovecotOAuth2Profile,
   type DovecotServer,
+  type FakeIdentityPlatform,
   type PostfixServer,
   type TempDir,
   type TestDatabase,
@@ -31,6 +36,42 @@ export const RECORDS = "records@acme.test";
 export const LEGAL = "legal@acme.test";
 /** Every mailbox in the test Dovecot has this password. */
 export const PASSWORD = "correct horse battery staple";
+/** The Microsoft 365 app of the `oauth` profile. */
+export const M365 = {
+  tenantId: "3f2c9a4e-6b1d-4c8e-9a7f-0d5e2b1c4a88",
+  clientId: "5a7d3c21-9e4b-4f6a-8c2d-1b0e9f8a7c66",
+  objectId: "0d1e2f30-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+  secret: "Qz7~send-oauth-secret-value.7Hk2",
+};
+
+/**
+ * Exchange Online with basic authentication switched off for SMTP: every PLAIN/LOGIN over
+ * Postfix's SASL is refused with Exchange's enhanced code in the reason (Postfix itself always
+ * answers 535 5.7.8 and appends Dovecot's reason; Dovecot's static args stop at a space, hence the
+ * one-word reason). XOAUTH2 is not affected.
+ */
+const BASIC_SMTP_OFF = `
+protocol smtp {
+  passdb {
+    driver = static
+    deny = yes
+    mechanisms = plain login
+    args = nopassword=y reason=5.7.139
+  }
+}
+`;
+
+export interface SendWorldOptions {
+  /** How smtp-sender reaches Postfix: STARTTLS on the submission port (default) or implicit TLS. */
+  tls?: "starttls" | "implicit";
+  /**
+   * Microsoft 365: a fake identity platform, Dovecot accepting XOAUTH2 tokens for IMAP and SMTP
+   * (SMTP.SendAsApp, the app granted on the support mailbox), password SMTP refused with 5.7.139.
+   * The support mailbox reads with `microsoft365`; its smtp starts with `auth: password`.
+   */
+  oauth?: boolean;
+  tweak?: (config: PostroomConfigInput) => void;
+}
 
 /**
  * A world for sending tests: Dovecot with the contact centre's and the customers' mailboxes, a real
@@ -49,15 +90,29 @@ export class SendWorld {
   pool!: pg.Pool;
   system!: PostroomSystem;
   config!: PostroomConfigInput;
+  idp: FakeIdentityPlatform | undefined;
+  oauth: DovecotOAuth2Profile | undefined;
 
-  static async create(prefix: string, options: { tls?: "starttls" | "implicit"; tweak?: (config: PostroomConfigInput) => void } = {}): Promise<SendWorld> {
+  static async create(prefix: string, options: SendWorldOptions = {}): Promise<SendWorld> {
     const w = new SendWorld();
     w.dir = tempDir(prefix);
     const saslPort = await freePort();
+    let extraConfig = dovecotAuthListener(saslPort);
+    let authMechanisms: string[] | undefined;
+    if (options.oauth) {
+      w.idp = await startFakeIdentityPlatform({
+        apps: [{ tenantId: M365.tenantId, clientId: M365.clientId, objectId: M365.objectId, secrets: [{ value: M365.secret }], roles: ["IMAP.AccessAsApp", "SMTP.SendAsApp"] }],
+        grants: { [SUPPORT]: [M365.clientId] },
+      });
+      w.oauth = await dovecotOAuth2({ introspectionUrl: w.idp.info.introspectionUrl, caCertPath: w.idp.info.caCertPath, grants: { [SUPPORT]: [M365.clientId] } });
+      authMechanisms = w.oauth.authMechanisms;
+      extraConfig = `${BASIC_SMTP_OFF}\n${w.oauth.extraConfig}\n${extraConfig}`;
+    }
     w.dovecot = await startDovecot({
       users: [SUPPORT, CUSTOMER, COLLEAGUE, TEAM, RECORDS, LEGAL].map((user) => ({ user, password: PASSWORD })),
       lmtp: true,
-      extraConfig: dovecotAuthListener(saslPort),
+      extraConfig,
+      ...(authMechanisms ? { authMechanisms } : {}),
     });
     w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort });
     w.db = await createTestDatabase(prefix);
@@ -95,14 +150,29 @@ export class SendWorld {
         },
       ],
     };
+    let caPath = w.postfix.info.caCertPath;
+    if (options.oauth) {
+      const support = w.config.tenants[0]!.mailboxes[0]!;
+      support.auth = { type: "microsoft365", tenantId: M365.tenantId, clientId: M365.clientId, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp!.info.authorityHost };
+      support.smtp = { ...support.smtp!, auth: { type: "password", password: "env:SUPPORT_PASSWORD" } };
+      // NODE_EXTRA_CA_CERTS names one file: Postfix's and the identity platform's CAs together.
+      caPath = join(w.dir.path, "extra-ca.pem");
+      await writeFile(caPath, `${await readFile(w.postfix.info.caCertPath, "utf8")}\n${await readFile(w.idp!.info.caCertPath, "utf8")}`);
+    }
     options.tweak?.(w.config);
     w.system = new PostroomSystem({
       config: w.config,
       dir: w.dir.path,
       // The services verify Postfix's certificate like any other: by trusting its CA.
-      env: { SUPPORT_PASSWORD: PASSWORD, NODE_EXTRA_CA_CERTS: w.postfix.info.caCertPath },
+      env: { SUPPORT_PASSWORD: PASSWORD, M365_CLIENT_SECRET: M365.secret, NODE_EXTRA_CA_CERTS: caPath },
     });
     return w;
+  }
+
+  /** Rewrites the config file the services read at start (restart a service to apply it). */
+  async rewriteConfig(change: (config: PostroomConfigInput) => void): Promise<void> {
+    change(this.config);
+    await this.system.start([]);
   }
 
   /** Waits until the poller has opened the support mailbox. */
@@ -214,6 +284,8 @@ export class SendWorld {
     await this.db?.drop();
     await this.postfix?.stop();
     await this.dovecot?.stop();
+    await this.oauth?.dir.remove();
+    await this.idp?.stop();
     await this.dir?.remove();
   }
 }

@@ -12,6 +12,8 @@ test("Exchange's authentication refusals ask an administrator, with the fix", ()
   const disabled = classifySmtpError({ responseCode: 535, response: "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant." });
   assert.equal(disabled.kind, "needs-admin");
   assert.match(disabled.kind === "needs-admin" ? disabled.fix : "", /SmtpClientAuthenticationDisabled \$false/);
+  const basicOff = classifySmtpError({ responseCode: 535, response: "535 5.7.139 Authentication unsuccessful, basic authentication is disabled." });
+  assert.match(basicOff.kind === "needs-admin" ? basicOff.fix : "", /switch its smtp auth to microsoft365 \(OAuth/);
   const basic = classifySmtpError({ responseCode: 550, response: "550 5.7.30 Basic authentication is not supported for Client Submission." });
   assert.equal(basic.kind, "needs-admin");
   assert.equal(classifySmtpError({ responseCode: 535, response: "535 5.7.3 Authentication unsuccessful" }).kind, "needs-admin");

@@ -22,11 +22,20 @@ export function classifySmtpError(error: { responseCode?: number; response?: str
     return { kind: "needs-admin", reason: text, fix: "the server refused the login before answering with a code: check the smtp auth settings" };
   }
   if (code === undefined) return { kind: "retry", reason: text }; // connection-level: timeouts, resets, DNS
-  if (/5\.7\.139/.test(text)) {
+  if (/5\.7\.139/.test(text) && /SmtpClientAuthentication is disabled/i.test(text)) {
     return {
       kind: "needs-admin",
       reason: text,
       fix: "SMTP AUTH is switched off: run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)",
+    };
+  }
+  if (/5\.7\.139/.test(text)) {
+    // "basic authentication is disabled" (security defaults, authentication policies) and other
+    // 5.7.139 texts: the password path is closed; OAuth is the supported one.
+    return {
+      kind: "needs-admin",
+      reason: text,
+      fix: "password SMTP is refused for this mailbox: switch its smtp auth to microsoft365 (OAuth, with SMTP.SendAsApp consented and the mailbox permission added); if SMTP AUTH itself is off, also run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false",
     };
   }
   if (/5\.7\.30/.test(text)) return { kind: "needs-admin", reason: text, fix: "password SMTP is retired for this tenant: switch the mailbox's smtp auth to microsoft365 (OAuth)" };
