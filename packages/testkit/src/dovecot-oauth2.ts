@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rename, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tempDir, type TempDir } from "./temp-dir.js";
 
@@ -63,7 +63,6 @@ export async function dovecotOAuth2(options: DovecotOAuth2Options): Promise<Dove
     const path = join(grantsDir, clientId);
     await writeFile(`${path}.tmp`, lines.join(""), { mode: 0o644 });
     // Dovecot notices a changed passwd-file by mtime (one-second resolution): see DovecotServer.
-    const { utimes, rename } = await import("node:fs/promises");
     mtime = Math.max(Math.floor(Date.now() / 1000), mtime + 1);
     await utimes(`${path}.tmp`, mtime, mtime);
     await rename(`${path}.tmp`, path);
