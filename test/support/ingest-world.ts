@@ -56,11 +56,17 @@ export class PollerProcess {
       env: { ...process.env, ...env, POSTROOM_CONFIG: configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    const collect = (d: Buffer) => {
-      for (const line of d.toString("utf8").split("\n")) if (line.trim()) this.logs.push(line);
+    // A chunk may end in the middle of a line: keep the rest until the next chunk.
+    const collector = () => {
+      let rest = "";
+      return (d: Buffer) => {
+        const lines = (rest + d.toString("utf8")).split("\n");
+        rest = lines.pop() ?? "";
+        for (const line of lines) if (line.trim()) this.logs.push(line);
+      };
     };
-    this.#child.stdout!.on("data", collect);
-    this.#child.stderr!.on("data", collect);
+    this.#child.stdout!.on("data", collector());
+    this.#child.stderr!.on("data", collector());
     this.exited = new Promise((r) => this.#child.once("exit", () => r()));
   }
 
