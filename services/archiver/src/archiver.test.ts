@@ -155,36 +155,6 @@ test("delivering the same message three times yields one row, one set of files a
   assert.equal(h.confirmations.filter((c) => c.messageKey === key).length, 3, "and no more");
 });
 
-test("a message whose parse fails or times out is archived raw, marked with the parse error, and still offered", async () => {
-  await h.stopArchiver();
-  // 1 ms: no parse can finish, so the worker is terminated mid-way.
-  await h.startArchiver({ parseLimits: { timeoutMs: 1 } });
-  try {
-    const raw = buildMailCorpus({ bigAttachmentBytes: 2 * 1024 * 1024 }).find((m) => m.name === "large-attachment")!.raw;
-    const key = await h.deliver(raw, { uid: 6000 });
-    const c = await waitFor(() => h.confirmations.find((x) => x.messageKey === key), { timeoutMs: 30_000, what: "confirmation of the unparsable message" });
-    assert.match(c.parseError ?? "", /longer than 1 ms/);
-    assert.equal(c.offer, true, "still offered (asd-bridge shows the parse error as a warning)");
-    const [row] = await h.rows<MessageDbRow>("SELECT * FROM messages WHERE message_key = $1", [key]);
-    assert.match(row!.parse_error ?? "", /longer than 1 ms/);
-    assert.ok((await readFile(join(row!.archive_path, "message.eml"))).equals(raw), "the raw .eml is archived all the same");
-    assert.deepEqual(await readdir(join(row!.archive_path, "parts")), [], "no half-written parts");
-    assert.equal(h.archiver!.stats.parseTimeouts, 1);
-  } finally {
-    await h.stopArchiver();
-  }
-  await h.startArchiver({ parseLimits: { maxBytes: 100 } });
-  try {
-    const raw = buildMailCorpus({ bigAttachmentBytes: 0 }).find((m) => m.name === "plain-ascii")!.raw;
-    const key = await h.deliver(raw, { uid: 6001 });
-    const c = await waitFor(() => h.confirmations.find((x) => x.messageKey === key), { timeoutMs: 20_000, what: "confirmation of the oversized message" });
-    assert.match(c.parseError ?? "", /exceeds the parse limit of 100 bytes/);
-  } finally {
-    await h.stopArchiver();
-    await h.startArchiver();
-  }
-});
-
 test("retention purges the files of messages older than the mailbox's retention days, keeps their rows marked purged, and reports it", async () => {
   const raw = buildMailCorpus({ bigAttachmentBytes: 0 }).find((m) => m.name === "duplicate-names")!.raw;
   const old = await h.deliver(raw, { uid: 7000, mailbox: "history", receivedAt: new Date(Date.now() - 40 * 24 * 3600_000) });

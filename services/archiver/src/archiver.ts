@@ -20,7 +20,8 @@ import { detectAutomatic } from "./automatic.js";
 import { isDatabaseUnavailable } from "./database.js";
 import { cleanStaging, isDiskFull, messageFolder, outboundFolder, StagedFolder } from "./disk.js";
 import { DiskGuard, type DiskSnapshot, type GuardedMailbox } from "./disk-guard.js";
-import type { ParseLimits } from "./parse.js";
+import type { ParseLimits, ParseOutcome } from "./parse.js";
+import { MAX_UNFINISHED_PARSES, ParseAttempts } from "./parse-attempts.js";
 import { ParsePool } from "./parse-pool.js";
 import { purgeExpired, type PurgeReport } from "./retention.js";
 import { HistoryStore, type MessageRow } from "./store.js";
@@ -34,7 +35,10 @@ export interface ArchiverOptions {
   /** Consume only these tenants (per-tenant deployments); all when absent. */
   tenant?: string;
   parseLimits?: Partial<ParseLimits>;
-  /** Messages archived at once (default 1: in order, so a reply never overtakes its original). */
+  /**
+   * Received messages archived side by side (default 4). Their database inserts still happen in
+   * delivery order, so a reply never overtakes the message it answers when threads are resolved.
+   */
   concurrency?: number;
   /** Disk guard tunables; see DiskGuardOptions. */
   disk?: { minFreeBytes?: number; checkIntervalMs?: number; rescanIntervalMs?: number; reminderMs?: number; hysteresisPercent?: number };
@@ -89,6 +93,8 @@ export class Archiver {
   readonly #parser: ParsePool;
   readonly #guards = new Map<string, DiskGuard>();
   readonly #stopping = new AbortController();
+  /** Resolves when the previously delivered message's insert is done (see #onReceived). */
+  #lastInsert: Promise<void> = Promise.resolve();
   readonly stats: ArchiverStats;
 
   constructor(private readonly o: ArchiverOptions) {
@@ -153,7 +159,7 @@ export class Archiver {
       filterSubject: names.subjects.wildcard.mailReceived(tenant),
       schema: MailReceived,
       handler: (e, msg) => this.#patiently(msg, () => this.#onReceived(e)),
-      maxAckPending: this.o.concurrency ?? 1,
+      maxAckPending: this.o.concurrency ?? 4,
       onProblem,
     });
     this.#sent = new DurableConsumer({
@@ -240,6 +246,19 @@ export class Archiver {
   }
 
   async #onReceived(e: MailReceived): Promise<Verdict> {
+    // Taken before the first await, so tickets follow delivery (stream) order: staging and parsing
+    // run side by side, the inserts that resolve conversations run in order.
+    const previous = this.#lastInsert;
+    let release!: () => void;
+    this.#lastInsert = new Promise<void>((r) => (release = r));
+    try {
+      return await this.#archiveReceived(e, previous);
+    } finally {
+      release();
+    }
+  }
+
+  async #archiveReceived(e: MailReceived, previous: Promise<void>): Promise<Verdict> {
     const log = this.o.logger.child({ tenant: e.source.tenant, mailbox: e.source.mailbox, messageKey: e.messageKey });
     const ref = findMailbox(this.o.config, e.source.tenant, e.source.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${e.source.tenant}/${e.source.mailbox} is not configured` };
@@ -248,7 +267,7 @@ export class Archiver {
     if (!stored) {
       const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
       const target = messageFolder(root, e.source, new Date(e.receivedAt));
-      const staged = await this.#writeMessage(root, target, e.raw);
+      const staged = await this.#writeMessage(root, target, e.raw, e.messageKey);
       if (staged.kind === "missing") {
         // The raw object is gone but no row exists: the poller must fetch it again.
         return { action: "term", reason: "raw message missing from the object store; the poller re-fetches after a cursor reset" };
@@ -271,12 +290,21 @@ export class Archiver {
         oversize: e.oversize,
         offer: e.offer,
       };
-      stored = await this.#store.insert(full);
+      const guard = this.#guards.get(root);
+      try {
+        await previous;
+        stored = await this.#store.insert(full);
+      } catch (error) {
+        guard?.unreserve(staged.bytes, target);
+        throw error;
+      }
       row = full;
       if (stored.inserted) {
         this.stats.archived++;
         this.stats.bytesWritten += staged.bytes;
-        await this.#guards.get(root)?.committed(staged.bytes);
+        await guard?.committed(staged.bytes, target);
+      } else {
+        guard?.unreserve(staged.bytes, target);
       }
       log.info({ inserted: stored.inserted, parseError: full.parseError, size: full.size }, "message archived");
     } else {
@@ -318,10 +346,11 @@ export class Archiver {
     if (await this.#store.find(key)) return ack;
     const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
     const target = outboundFolder(root, e.tenant, e.mailbox, e.commandId, new Date(e.sentAt));
-    const staged = await this.#writeMessage(root, target, e.raw);
+    const staged = await this.#writeMessage(root, target, e.raw, key);
     if (staged.kind === "missing") return { action: "term", reason: "sent message missing from the object store" };
     if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.bytes);
-    const stored = await this.#store.insert({
+    const guard = this.#guards.get(root);
+    const row: MessageRow = {
       ...staged.row,
       messageKey: key,
       tenant: e.tenant,
@@ -340,11 +369,20 @@ export class Archiver {
       archivePath: target,
       oversize: false,
       offer: false,
-    });
+    };
+    let stored;
+    try {
+      stored = await this.#store.insert(row);
+    } catch (error) {
+      guard?.unreserve(staged.bytes, target);
+      throw error;
+    }
     if (stored.inserted) {
       this.stats.sentArchived++;
       this.stats.bytesWritten += staged.bytes;
-      await this.#guards.get(root)?.committed(staged.bytes);
+      await guard?.committed(staged.bytes, target);
+    } else {
+      guard?.unreserve(staged.bytes, target);
     }
     await this.#raw!.delete(e.raw.name).catch(() => undefined);
     this.o.logger.info({ tenant: e.tenant, mailbox: e.mailbox, commandId: e.commandId }, "sent message archived");
@@ -390,7 +428,7 @@ export class Archiver {
    * parts), writes meta.json, checks the result fits the archive's quota, and moves the folder
    * into place. A full disk discards the staging folder and says so; nothing half-written remains.
    */
-  async #writeMessage(root: string, target: string, raw: ObjectRef): Promise<Staged> {
+  async #writeMessage(root: string, target: string, raw: ObjectRef, key: string): Promise<Staged> {
     const guard = this.#guards.get(root);
     if (guard) {
       const room = await guard.admit(raw.size);
@@ -402,7 +440,13 @@ export class Archiver {
     try {
       const written = await staged.writeStream("message.eml", object.data);
       if (written.sha256 !== raw.sha256) throw new Error(`raw message hash mismatch: expected ${raw.sha256}, read ${written.sha256}`);
-      const parsed = await this.#parser.parse(join(staged.path, "message.eml"), staged.partsPath, written.size);
+      const attempts = new ParseAttempts(root);
+      const earlier = await attempts.begin(key);
+      const parsed: ParseOutcome =
+        earlier >= MAX_UNFINISHED_PARSES
+          ? { ok: false, error: `not parsed: ${earlier} earlier parse attempts never finished (the parser crashed or ran out of memory)`, timedOut: false }
+          : await this.#parser.parse(join(staged.path, "message.eml"), staged.partsPath, written.size);
+      await attempts.end(key);
       const mail = parsed.ok ? parsed.summary : undefined;
       if (!parsed.ok) {
         this.stats.parseErrors++;
@@ -453,12 +497,17 @@ export class Archiver {
           2,
         ),
       );
-      const fits = guard?.fits(staged.bytes) ?? { ok: true };
+      const fits = guard?.reserve(staged.bytes, target) ?? { ok: true };
       if (!fits.ok) {
         await staged.discard();
         return { kind: "full", reason: fits.reason, bytes: staged.bytes };
       }
-      await staged.commit(target);
+      try {
+        await staged.commit(target);
+      } catch (error) {
+        guard?.unreserve(staged.bytes, target);
+        throw error;
+      }
       return { kind: "ok", row, bytes: staged.bytes };
     } catch (error) {
       await staged.discard();

@@ -64,6 +64,12 @@ export class DiskGuard {
   readonly #o: DiskGuardOptions;
   readonly #log: Logger;
   #used = 0;
+  /** Bytes of staged folders that fit and are about to be committed. */
+  #reserved = 0;
+  /** Their target folders. */
+  readonly #pending = new Set<string>();
+  /** Folders committed while a rescan walks the disk. */
+  #scanLog: Map<string, number> | undefined;
   #fs = { freeBytes: 0, totalBytes: 0 };
   #state: AlertState = { level: "ok", alertedAt: null };
   /** Bytes the message that did not fit needed; null while ingestion runs. */
@@ -132,9 +138,24 @@ export class DiskGuard {
     return roomFor({ ...facts, quotaBytes: null }, 2 * rawBytes + 64 * 1024, this.#o.minFreeBytes ?? 512 * 1024 * 1024);
   }
 
-  /** After staging: does the staged folder of `bytes` fit the quota? */
-  fits(bytes: number): Room {
-    return roomFor({ ...this.#facts(), fsFreeBytes: Number.MAX_SAFE_INTEGER }, bytes, 0);
+  /**
+   * After staging: does the staged folder of `bytes` fit the quota, counting the folders other
+   * messages in hand have reserved? When it does, the bytes stay reserved until `committed` or
+   * `unreserve`, so messages archived side by side cannot together overrun the quota.
+   */
+  reserve(bytes: number, folder: string): Room {
+    const room = roomFor({ ...this.#facts(), usedBytes: this.#used + this.#reserved, fsFreeBytes: Number.MAX_SAFE_INTEGER }, bytes, 0);
+    if (room.ok) {
+      this.#reserved += bytes;
+      this.#pending.add(folder);
+    }
+    return room;
+  }
+
+  /** Gives back a reservation whose folder was not added (a failed commit, or a duplicate). */
+  unreserve(bytes: number, folder: string): void {
+    this.#reserved = Math.max(0, this.#reserved - bytes);
+    this.#pending.delete(folder);
   }
 
   /**
@@ -150,9 +171,11 @@ export class DiskGuard {
     await this.#evaluate();
   }
 
-  /** A message folder of `bytes` was committed. */
-  async committed(bytes: number): Promise<void> {
+  /** A message folder of `bytes`, reserved before, was committed. */
+  async committed(bytes: number, folder: string): Promise<void> {
+    this.unreserve(bytes, folder);
     this.#used += bytes;
+    this.#scanLog?.set(folder, bytes);
     await this.#evaluate();
   }
 
@@ -189,9 +212,25 @@ export class DiskGuard {
     };
   }
 
+  /**
+   * Recounts usage from the disk while messages keep being archived. A folder renamed into place
+   * but not yet `committed` is skipped (its bytes arrive with `committed`); a folder committed
+   * during the walk that the walk did not enter is added from the log. Without this, a folder
+   * could be counted twice (walk, then `committed`) and the archive refuse mail it has room for.
+   */
   async #rescan(): Promise<void> {
-    this.#used = await directoryBytes(this.#o.root);
-    this.#lastScan = Date.now();
+    const log = new Map<string, number>();
+    this.#scanLog = log;
+    const entered = new Set<string>();
+    try {
+      const scanned = await directoryBytes(this.#o.root, { skip: (dir) => this.#pending.has(dir), entered });
+      let missed = 0;
+      for (const [folder, bytes] of log) if (!entered.has(folder)) missed += bytes;
+      this.#used = scanned + missed;
+      this.#lastScan = Date.now();
+    } finally {
+      this.#scanLog = undefined;
+    }
   }
 
   async #refreshFs(): Promise<void> {

@@ -122,13 +122,14 @@ export async function cleanStaging(root: string): Promise<void> {
 }
 
 /**
- * Bytes of every file under the archive root, staging excluded: the archive's usage as the quota
+ * Bytes of every file under the archive root, staging and bookkeeping excluded: the archive's usage as the quota
  * counts it. Apparent sizes, not allocated blocks, so the figure does not depend on the
  * filesystem's block size and an operator can check it with `du -sb --apparent-size`.
  */
-export async function directoryBytes(root: string): Promise<number> {
+export async function directoryBytes(root: string, options: { skip?: (dir: string) => boolean; entered?: Set<string> } = {}): Promise<number> {
   let total = 0;
   const walk = async (dir: string): Promise<void> => {
+    options.entered?.add(dir);
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -140,7 +141,8 @@ export async function directoryBytes(root: string): Promise<number> {
     for (const e of entries) {
       const p = join(dir, e.name);
       if (e.isDirectory()) {
-        if (dir === root && e.name === ".tmp") continue;
+        if (dir === root && (e.name === ".tmp" || e.name === ".parse-attempts")) continue;
+        if (options.skip?.(p)) continue;
         await walk(p);
       } else if (e.isFile()) {
         total += await stat(p).then((s) => s.size, () => 0);
