@@ -58,7 +58,7 @@ test("POP3 leave-on-server and delete-after-archiving each deliver every message
   assert.equal(await onServer(LEAVE), 5);
   console.log(`published: ${firstPublished} by the first process, ${poller.count("message published")} by the second`);
   assert.equal(firstPublished + poller.count("message published"), 10, "the poller published each message once, before and after the restart");
-  assert.equal(await w.count("SELECT count(DISTINCT uidl) AS n FROM messages WHERE protocol = 'pop3'"), 10);
+  assert.equal(await w.count("SELECT count(DISTINCT (mailbox, uidl)) AS n FROM messages WHERE protocol = 'pop3'"), 10);
   const status = await w.status("acme", "delete");
   assert.equal(status?.protocol, "pop3");
   assert.ok(status?.lastCheckAt, "POP3 checks are reported");
