@@ -124,6 +124,7 @@ test("with 5-second tokens, a minute of IMAP reading, POP3 logins and SMTP repli
   assert.match(postfixLog, /sasl_method=XOAUTH2, sasl_username=support@acme\.test/);
   assert.doesNotMatch(postfixLog, /authentication failed/i);
   assert.ok(w.idp.introspections.length > round && w.idp.introspections.every((i) => i.active), "every token Dovecot checked was valid");
+  assert.deepEqual(new Set(w.idp.introspections.map((i) => i.service)), new Set(["imap", "pop3", "smtp"]), "IMAP, POP3 and SMTP (SMTP.SendAsApp) each checked tokens");
   assert.ok(w.idp.requestsFor(APP_ID).length >= 8, `tokens were renewed (${w.idp.requestsFor(APP_ID).length} token requests)`);
   const serviceLogs = w.system.logs.map((l) => l.line);
   assert.ok(!serviceLogs.some((l) => /server refused the credential|needs an administrator|auth-failed/.test(l)), w.system.dump());

@@ -86,3 +86,15 @@ test("a needs-admin failure is not retried in a loop, even when a caller says re
   now += 60_001;
   assert.equal((await cache.get()).token, "token-2");
 });
+
+test("when a refresh fails, a token that still has some life is served rather than none", async () => {
+  let now = 0;
+  const source = new ScriptedSource(() => now, 60_000);
+  const cache = new TokenCache({ source, now: () => now, random: () => 1 });
+  await cache.get();
+  source.failWith.push(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }));
+  now += 50_000; // 10 s left of 60: below the 15 s serving margin, above the 6 s last resort
+  assert.equal((await cache.get()).token, "token-1");
+  now += 5_000; // 5 s left: not even as a last resort; the backoff (1 s) is over, so it fetches again
+  assert.equal((await cache.get()).token, "token-3");
+});

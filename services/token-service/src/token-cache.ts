@@ -84,6 +84,13 @@ export class TokenCache {
         }
         return t;
       }
+      // Too close to expiry to hand out happily — but if the platform cannot give a new one right
+      // now, a token that still has a little life beats no token at all.
+      const lastResort = Math.min(lifetime / 10, 30_000);
+      return this.#fetch(false).catch((error: unknown) => {
+        if (t.expiresAt.getTime() - this.#now() > lastResort) return t;
+        throw error;
+      });
     }
     return this.#fetch(false);
   }
