@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { simpleParser } from "mailparser";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
+import { waitFor } from "@postroom/testkit";
 import { CUSTOMER, LEGAL, SendWorld, SUPPORT } from "../support/send-world.js";
 
 let w: SendWorld;
@@ -70,4 +73,35 @@ test("a forward as attachment carries the original message byte for byte, with i
   const attached = { content: body };
   const inner = await simpleParser(attached.content);
   assert.equal(inner.attachments.find((a) => a.filename === "scan.bin")?.content.length, 15 * 1024 * 1024);
+});
+
+test("a forward whose attachment file is gone from the archive fails with a clear reason instead of hanging, and sends nothing", async () => {
+  const raw = await new MailComposer({
+    from: CUSTOMER,
+    to: SUPPORT,
+    subject: "Photo of the damage",
+    messageId: "<damage-photo@customer.test>",
+    text: "See photo.",
+    attachments: [{ filename: "damage.jpg", content: randomBytes(50_000), contentType: "image/jpeg" }],
+  })
+    .compile()
+    .build();
+  const key = await w.archivedOriginal(raw);
+  const [part] = await w.rows<{ archive_path: string; stored_name: string }>(
+    "SELECT m.archive_path, a.stored_name FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.message_key = $1",
+    [key],
+  );
+  await rm(join(part!.archive_path, "parts", part!.stored_name));
+
+  await w.requestSend({ commandId: "forward-missing-part", kind: "forward", forwardAs: "inline", original: key, to: [LEGAL], text: "FYI" });
+  const [row] = await waitFor(
+    async () => {
+      const rows = await w.rows<{ state: string; last_error: string; attempts: number }>("SELECT state, last_error, attempts FROM sends WHERE command_id = $1", ["forward-missing-part"]);
+      return rows[0]?.state === "failed" ? rows : undefined;
+    },
+    { timeoutMs: 20_000, what: `forward failed\n${w.system.dump()}` },
+  );
+  assert.match(row!.last_error, /an attachment of the original is missing from the archive .*damage.*: it cannot be forwarded/);
+  assert.equal(row!.attempts, 0);
+  assert.equal((await w.inbox(LEGAL)).filter((m) => m.toString("latin1").includes("Photo of the damage")).length, 0);
 });

@@ -88,6 +88,8 @@ const ACK_WAIT_MS = 30_000;
 /** An archived original with what replies and forwards need from the archive. */
 interface Original extends OriginalMessage {
   archivePath: string;
+  /** Set when retention removed the files (rows, bodies and addresses stay). */
+  purgedAt?: Date | null;
   attachments: { name: string; path: string; contentType: string; contentId: string | null; inline: boolean }[];
 }
 
@@ -152,7 +154,7 @@ export class SmtpSender {
       durable: names.consumers.smtpSender(tenant),
       filterSubject: names.subjects.wildcard.mailSend(tenant),
       schema: SendRequested,
-      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c, msg)),
+      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c)),
       // Short, so a crashed sender's command comes back within half a minute; a long send (25 MB
       // on a slow link) keeps its command by telling the server it is still working (#withProgress).
       ackWaitMs: ACK_WAIT_MS,
@@ -177,7 +179,7 @@ export class SmtpSender {
     }
   }
 
-  async #onCommand(c: SendRequested, msg: JsMsg): Promise<Verdict> {
+  async #onCommand(c: SendRequested): Promise<Verdict> {
     const log = this.o.logger.child({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, kind: c.kind });
     const ref = findMailbox(this.o.config, c.tenant, c.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${c.tenant}/${c.mailbox} is not configured` };
@@ -239,7 +241,8 @@ export class SmtpSender {
         // mailbox; `permanent: false` says it will still go out by itself afterwards.
         await this.#publishFailed(c, false, `${verdict.reason} — held until an administrator acts: ${verdict.fix}`, verdict.reason, code, `${c.commandId}#needs-admin`);
       }
-      const plan = planRetry(verdict, msg.info.deliveryCount, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
+      // SMTP attempts, not deliveries: waits for the rate limit must not lengthen the backoff.
+      const plan = planRetry(verdict, row.attempts + 1, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
       if (plan.action === "give-up") return this.#fail(c, true, plan.reason, verdict.reason, code);
       await this.o.pool.query("UPDATE sends SET state = 'pending', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason]);
       return { action: "retry", delayMs: plan.delayMs, reason: verdict.reason };
@@ -280,8 +283,9 @@ export class SmtpSender {
       text_body: string | null;
       html_body: string | null;
       archive_path: string;
+      purged_at: Date | null;
     }>(
-      `SELECT id, rfc_message_id, "references", subject, from_address, date_header, received_at, text_body, html_body, archive_path FROM messages WHERE message_key = $1`,
+      `SELECT id, rfc_message_id, "references", subject, from_address, date_header, received_at, text_body, html_body, archive_path, purged_at FROM messages WHERE message_key = $1`,
       [messageKey],
     );
     const row = r.rows[0];
@@ -297,6 +301,7 @@ export class SmtpSender {
       [row.id],
     );
     return {
+      purgedAt: row.purged_at,
       rfcMessageId: row.rfc_message_id,
       references: row.references,
       subject: row.subject,
@@ -332,6 +337,9 @@ export class SmtpSender {
     for (const a of [...mailbox.defaultCc, ...mailbox.defaultBcc]) assertAddress("defaultCc/defaultBcc", a);
 
     const original = c.original ? await this.#original(c.original) : undefined;
+    if (original?.purgedAt && c.kind === "forward") {
+      throw new RefusedCommandError(`the original's files were removed by the archive's retention on ${original.purgedAt.toISOString()}: it can be answered but no longer forwarded`);
+    }
     const { options, envelope, inReplyTo, references } = buildMessage(c, mailbox, rfcMessageId, original);
     if (envelope.to.length === 0) throw new RefusedCommandError("the message has no recipients: give at least one address in to, cc or bcc");
 
@@ -348,7 +356,17 @@ export class SmtpSender {
         else done(null, chunk);
       },
     });
-    const stream = new MailComposer(options).compile().createReadStream().pipe(counting);
+    const source = new MailComposer(options).compile().createReadStream();
+    // pipe() does not pass a source error on; without this a missing attachment file would leave
+    // the object store waiting for the end of a stream that never ends.
+    source.once("error", (error: NodeJS.ErrnoException) => {
+      counting.destroy(
+        error.code === "ENOENT"
+          ? new RefusedCommandError(`an attachment of the original is missing from the archive (${error.path ?? "unknown file"}): it cannot be forwarded`)
+          : error,
+      );
+    });
+    const stream = source.pipe(counting);
     try {
       await this.#raw!.put({ name: objectName }, Readable.toWeb(stream) as ReadableStream<Uint8Array>);
     } catch (error) {
