@@ -69,3 +69,10 @@ test("alerts are marked Auto-Submitted so auto-responders stay quiet", () => {
   assert.deepEqual(options.headers, { "Auto-Submitted": "auto-generated" });
   assert.equal(options.subject, "Disk 90% full");
 });
+
+test("a hostile original's control characters in the subject are cleaned, and unusable addresses are left out of reply all", () => {
+  const hostile = { ...original, subject: "Order\r\nBcc: x@evil.example", cc: ["undisclosed-recipients:;", "eve@c.example"] };
+  const { options } = buildMessage(command({ kind: "reply-all" }), mailbox, "<m@acme.test>", hostile);
+  assert.equal(options.subject, "Re: Order Bcc: x@evil.example");
+  assert.deepEqual(options.cc, ["eve@c.example", "team@acme.test"]);
+});

@@ -64,6 +64,21 @@ export class UnsafeHeaderError extends RefusedCommandError {
  */
 const ADDRESS = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
 
+/** True for a bare, well-formed address without control characters (see {@link assertAddress}). */
+export function isValidAddress(value: string): boolean {
+  // eslint-disable-next-line no-control-regex -- control characters are what must be excluded
+  return value.length <= 254 && ADDRESS.test(value) && !/[\u0000-\u001f\u007f]/.test(value);
+}
+
+/**
+ * A subject taken from a received message, made safe for our own header: a hostile sender's
+ * control characters become spaces. (An agent's own subject with them is refused instead.)
+ */
+export function cleanReceivedSubject(subject: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what must go
+  return subject.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+}
+
 /** Refuses anything but a bare address (`ann@example.com`), naming the field and the fix. */
 export function assertAddress(field: string, value: string): void {
   assertSafeHeader(field, value);

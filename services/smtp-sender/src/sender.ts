@@ -28,7 +28,9 @@ import {
   assertAddress,
   assertSafeHeader,
   forwardedBlock,
+  cleanReceivedSubject,
   forwardSubject,
+  isValidAddress,
   mergeRecipients,
   messageIdFor,
   quoteHtml,
@@ -512,14 +514,17 @@ export function buildMessage(
   let cc = c.cc;
   if (original && c.kind === "reply" && to.length === 0) to = replyRecipients(original);
   if (original && c.kind === "reply-all") {
+    // The original's other recipients came from a stranger's headers: unusable ones (group
+    // syntax, garbage) are left out rather than refusing the agent's whole reply.
     const all = replyAllRecipients(original, mailbox.address);
-    to = [...c.to, ...all.to];
-    cc = [...c.cc, ...all.cc];
+    to = [...c.to, ...all.to.filter(isValidAddress)];
+    cc = [...c.cc, ...all.cc.filter(isValidAddress)];
   }
   const recipients = mergeRecipients(to, [...cc, ...mailbox.defaultCc], [...c.bcc, ...mailbox.defaultBcc]);
   for (const a of [...recipients.to, ...recipients.cc]) assertAddress("recipient", a);
 
-  const subject = c.subject ?? (original ? (c.kind === "forward" ? forwardSubject(original.subject) : replySubject(original.subject)) : "(no subject)");
+  const received = original ? cleanReceivedSubject(original.subject) : "";
+  const subject = c.subject ?? (original ? (c.kind === "forward" ? forwardSubject(received) : replySubject(received)) : "(no subject)");
   assertSafeHeader("subject", subject);
 
   let text = c.text;
