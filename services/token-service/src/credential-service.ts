@@ -134,7 +134,11 @@ export class CredentialService {
     // <root>.<tenant>.auth.credential.<mailbox>: the root is a single token.
     const parts = msg.subject.split(".");
     const started = Date.now();
-    const reply = await this.#answer(parts[1] ?? "", parts[4] ?? "", msg.data);
+    const reply = await this.#answer(parts[1] ?? "", parts[4] ?? "", msg.data).catch((error: unknown) => {
+      // A bug here must not leave the requester waiting for its timeout, nor crash the process.
+      this.options.logger.error({ problem: (error as Error).message }, "credential request failed unexpectedly");
+      return failure("transient", "token-service failed to answer this request", "internal", null);
+    });
     this.#served++;
     msg.respond(JSON.stringify(reply));
     this.options.events?.onAnswered?.({
