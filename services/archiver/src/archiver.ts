@@ -71,6 +71,9 @@ export interface ArchiverStats {
   disks(): DiskSnapshot[];
 }
 
+/** How long JetStream waits for an ack (or a "still working") before redelivering. */
+const ACK_WAIT_MS = 15_000;
+
 type Staged =
   | { kind: "ok"; row: Omit<MessageRow, "messageKey" | "tenant" | "mailbox" | "direction" | "protocol" | "folder" | "uidValidity" | "uid" | "uidl" | "receivedAt" | "archivePath" | "oversize" | "offer">; bytes: number }
   | { kind: "missing" }
@@ -160,6 +163,7 @@ export class Archiver {
       schema: MailReceived,
       handler: (e, msg) => this.#patiently(msg, () => this.#onReceived(e)),
       maxAckPending: this.o.concurrency ?? 4,
+      ackWaitMs: ACK_WAIT_MS,
       onProblem,
     });
     this.#sent = new DurableConsumer({
@@ -169,6 +173,7 @@ export class Archiver {
       filterSubject: names.subjects.wildcard.mailSent(tenant),
       schema: MailSent,
       handler: (e, msg) => this.#patiently(msg, () => this.#onSent(e)),
+      ackWaitMs: ACK_WAIT_MS,
       onProblem,
     });
     await this.#received.start();
@@ -230,6 +235,18 @@ export class Archiver {
    * does is idempotent, so running it again after a half-done attempt is safe.
    */
   async #patiently(msg: JsMsg, work: () => Promise<Verdict>): Promise<Verdict> {
+    // A short ack wait, kept alive while we work: after a crash the messages that were in hand
+    // come back within ACK_WAIT_MS instead of minutes, yet a slow 25 MB message is never
+    // redelivered to another replica while this one is still on it.
+    const heartbeat = setInterval(() => msg.working(), ACK_WAIT_MS / 3);
+    try {
+      return await this.#attempts(msg, work);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  async #attempts(msg: JsMsg, work: () => Promise<Verdict>): Promise<Verdict> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await work();
