@@ -5,6 +5,7 @@
 // and the exit code.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,6 +41,7 @@ const SECRET_ID = "e4b1c2d3-0a9f-4e8d-b7c6-5a4f3e2d1c0b";
 const MAILBOX = "support@acme.test";
 const NO_GRANT = "nogrant@acme.test";
 const PASSWORD_USER = "plain@acme.test";
+const SERVICE_ACCOUNT = "postroom@acme-project.iam.gserviceaccount.com";
 
 let dir: TempDir;
 let idp: FakeIdentityPlatform;
@@ -51,6 +53,9 @@ let configPath: string;
 before(async () => {
   dir = tempDir("test-auth");
   const uploaded = await rsaCertificate(dir.path, "uploaded");
+  const google = generateKeyPairSync("rsa", { modulusLength: 2048, publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } });
+  const keyFile = join(dir.path, "google.json");
+  await writeFile(keyFile, JSON.stringify({ type: "service_account", client_email: SERVICE_ACCOUNT, private_key: google.privateKey }));
   const other = await rsaCertificate(dir.path, "not-uploaded");
   idp = await startFakeIdentityPlatform({
     apps: [
@@ -58,8 +63,9 @@ before(async () => {
       { tenantId: TENANT, clientId: EXPIRED_APP, secrets: [{ value: "old-value", expired: true }] },
       { tenantId: TENANT, clientId: CERT_APP, certificates: [uploaded.certificatePem], roles: ["IMAP.AccessAsApp"] },
     ],
+    serviceAccounts: [{ clientEmail: SERVICE_ACCOUNT, publicKeyPem: google.publicKey }],
   });
-  oauth = await dovecotOAuth2({ introspectionUrl: idp.info.introspectionUrl, caCertPath: idp.info.caCertPath, grants: { [MAILBOX]: [APP] } });
+  oauth = await dovecotOAuth2({ introspectionUrl: idp.info.introspectionUrl, caCertPath: idp.info.caCertPath, grants: { [MAILBOX]: [APP, SERVICE_ACCOUNT] } });
   const saslPort = await freePort();
   dovecot = await startDovecot({
     users: [
@@ -86,6 +92,7 @@ before(async () => {
           { id: "plain", address: PASSWORD_USER, inbound, auth: { type: "password", password: "env:WRONG_PASSWORD" } },
           { id: "down", address: PASSWORD_USER, inbound: { ...inbound, port: closedPort }, auth: { type: "password", password: "env:WRONG_PASSWORD" } },
           { id: "certbox", address: MAILBOX, inbound, auth: ms(CERT_APP, { certificate: { certificate: `file:${other.certPath}`, privateKey: `file:${other.keyPath}` } }) },
+          { id: "gmail", address: MAILBOX, inbound, auth: { type: "google-service-account", keyFile: `file:${keyFile}`, tokenUrl: idp.info.googleTokenUrl } },
           { id: "pop", address: MAILBOX, inbound: { protocol: "pop3", host: "127.0.0.1", port: dovecot.info.pop3Port, tls: "none" }, auth: ms(APP, { clientSecret: "env:SECRET" }) },
         ],
       },
@@ -245,6 +252,14 @@ test("the config form tests POP3 when the mailbox reads POP3, and --json gives t
     [["token", "pass"], ["claims", "pass"], ["pop3", "pass"]],
   );
   assert.ok(!report.steps.some((s) => s.step === "imap"));
+});
+
+test("a Google Workspace service account gets a token for the mailbox and logs in over IMAP, exit code 0", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "gmail"]);
+  assert.equal(r.code, 0, r.stdout);
+  assert.match(line(r.stdout, "token"), /^\[PASS\].*scope https:\/\/mail\.google\.com\//);
+  assert.match(r.stdout, new RegExp(`appid: ${SERVICE_ACCOUNT}`));
+  assert.match(line(r.stdout, "imap"), /^\[PASS\] imap {4}logged in/);
 });
 
 test("usage errors exit with code 2", async () => {
