@@ -57,6 +57,7 @@ before(async () => {
   const keyFile = join(dir.path, "google.json");
   await writeFile(keyFile, JSON.stringify({ type: "service_account", client_email: SERVICE_ACCOUNT, private_key: google.privateKey }));
   const other = await rsaCertificate(dir.path, "not-uploaded");
+  privateKeys = [uploaded.privateKeyPem, other.privateKeyPem, google.privateKey].flatMap((pem) => pem.split("\n").filter((l) => l && !l.startsWith("-----")));
   idp = await startFakeIdentityPlatform({
     apps: [
       { tenantId: TENANT, clientId: APP, objectId: OBJECT_ID, secrets: [{ value: SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] },
@@ -108,6 +109,10 @@ after(async () => {
   await dir?.remove();
 });
 
+/** Every output of every run, searched for secrets at the end. */
+const outputs: string[] = [];
+let privateKeys: string[] = [];
+
 interface Outcome {
   code: number;
   stdout: string;
@@ -120,9 +125,11 @@ async function testAuth(args: string[], env: Record<string, string> = {}, trustI
       env: { ...process.env, ...(trustIdp ? { NODE_EXTRA_CA_CERTS: idp.info.caCertPath } : { NODE_EXTRA_CA_CERTS: "" }), ...env },
       timeout: 90_000,
     });
+    outputs.push(stdout, stderr);
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code?: number; stdout?: string; stderr?: string };
+    outputs.push(e.stdout ?? "", e.stderr ?? "");
     return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
   }
 }
@@ -265,4 +272,11 @@ test("a Google Workspace service account gets a token for the mailbox and logs i
 test("usage errors exit with code 2", async () => {
   assert.equal((await testAuth(["--tenant-id", TENANT])).code, 2);
   assert.equal((await testAuth(["--config", configPath, "--mailbox", "nope"])).code, 2);
+});
+
+test("no secret, password or private key appears in any output of these runs", () => {
+  assert.ok(outputs.join("").length > 10_000, "outputs were captured");
+  for (const secret of [SECRET, SECRET_ID, "old-value", "the-right-password", "not-the-password", ...privateKeys]) {
+    assert.ok(!outputs.some((o) => o.includes(secret)), "a secret was printed");
+  }
 });
