@@ -44,6 +44,7 @@ import {
   type OriginalMessage,
 } from "./compose.js";
 import { SendRateLimiter } from "./rate-limit.js";
+import { appendToSentFolder } from "./sent-folder.js";
 import { transportOptions } from "./transport.js";
 
 /**
@@ -82,6 +83,11 @@ export interface SenderOptions {
   afterAccepted?: (commandId: string) => Promise<void>;
   /** Metrics seam (see {@link SmtpSenderEvents}). */
   events?: SmtpSenderEvents;
+  /**
+   * The IMAP folder a mailbox's sent messages are copied to ("Sent", "Sent Items"), or undefined
+   * for no copy (the default: Exchange Online and Gmail file submitted mail themselves).
+   */
+  sentFolder?: (tenant: string, mailbox: string) => string | undefined;
 }
 
 /** How long JetStream waits for an ack (or a progress signal) before giving the command to another sender. */
@@ -196,6 +202,7 @@ export class SmtpSender {
       // A crash (or a lost ack) after the server's 250: finish the bookkeeping, never send again.
       log.info("command already sent; publishing its event again");
       await this.#publishSent(c, rfcMessageId, row);
+      await this.#copyToSent(c, mailbox, rfcMessageId, row);
       return ack;
     }
     if (!mailbox.smtp) return this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null);
@@ -258,8 +265,9 @@ export class SmtpSender {
     this.o.events?.onSent?.({ tenant: c.tenant, mailbox: c.mailbox, kind: c.kind, bytes: Number(done.raw_size), attempts: done.attempts, ms: performance.now() - started });
     await this.o.afterAccepted?.(c.commandId);
     await this.#setStatus(c.tenant, c.mailbox, "idle", null, null);
-    await this.#publishSent(c, rfcMessageId, sent.rows[0]!);
+    await this.#publishSent(c, rfcMessageId, done);
     log.info({ response }, "message sent");
+    await this.#copyToSent(c, mailbox, rfcMessageId, done);
     return ack;
   }
 
@@ -435,6 +443,28 @@ export class SmtpSender {
       sentAt: (row.sent_at ?? new Date()).toISOString(),
     };
     await publishJson(this.#js, this.o.names.subjects.mailSent(c.tenant, c.mailbox), sent, { msgId: `${c.commandId}#sent` });
+  }
+
+  /**
+   * The optional copy in the mailbox's Sent folder. After mail.sent, never before: the copy is a
+   * convenience for people reading the mailbox, and its failure must not hold up the archive or
+   * repeat the send. At most once (the folder is searched for the Message-ID first).
+   */
+  async #copyToSent(c: SendRequested, mailbox: Mailbox, rfcMessageId: string, row: SendRow): Promise<void> {
+    const folder = this.o.sentFolder?.(c.tenant, c.mailbox);
+    if (!folder || mailbox.inbound.protocol !== "imap") return;
+    try {
+      const object = await this.#raw!.get(row.raw_object!);
+      if (!object) throw new Error("the sent message is gone from the object store");
+      const chunks: Buffer[] = [];
+      for await (const chunk of Readable.fromWeb(object.data as never)) chunks.push(chunk as Buffer);
+      const credential = await this.#credentials.get(c.tenant, c.mailbox, "imap");
+      const result = await appendToSentFolder(Buffer.concat(chunks), rfcMessageId, { server: mailbox.inbound, credential, folder });
+      this.o.logger.info({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, folder, result }, "copy in the Sent folder");
+    } catch (error) {
+      this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, folder, ...errorFields(error) }, "could not copy to the Sent folder");
+      await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `sent; no copy in ${folder}: ${(error as Error).message}`]);
+    }
   }
 
   /** smtp-sender's entry in the mailbox-status bucket, beside the poller's; written on change only. */
