@@ -284,14 +284,16 @@ export class CredentialService {
   ): boolean {
     const key = `${tenant}.${mailbox}`;
     // Fast path for the common case (a cached token served again): nothing changed, so nothing
-    // to serialise. Expiry-warning updates (keepState) always take the full path.
+    // to serialise. Expiry-warning updates (keepState) take the full path and forget the
+    // signature, since they republish whatever state was there.
     const signature = `${s.state}|${s.code ?? ""}|${tokenExpiresAt?.getTime() ?? ""}`;
-    if (!keepState && this.#signatures.get(key) === signature) return false;
-    this.#signatures.set(key, signature);
-    const previous = this.#published.get(key);
+    if (keepState) this.#signatures.delete(key);
+    else if (this.#signatures.get(key) === signature) return false;
+    else this.#signatures.set(key, signature);
+    const previousText = this.#published.get(key);
+    const previous = previousText === undefined ? undefined : (JSON.parse(previousText) as Omit<MailboxAuthStatus, "updatedAt">);
     const warnings = this.warningsFor(tenant, mailbox).map((w) => ({ what: w.what, expiresAt: w.expiresAt.toISOString(), message: w.message, fix: w.fix }));
-    let state = s;
-    if (keepState && previous) state = (JSON.parse(previous) as MailboxAuthStatus);
+    const state = keepState && previous ? previous : s;
     const status: Omit<MailboxAuthStatus, "updatedAt"> = {
       version: "v1",
       tenant,
@@ -301,12 +303,12 @@ export class CredentialService {
       code: state.code,
       message: state.message,
       fix: state.fix,
-      tokenExpiresAt: tokenExpiresAt?.toISOString() ?? (keepState && previous ? (JSON.parse(previous) as MailboxAuthStatus).tokenExpiresAt : null),
+      tokenExpiresAt: tokenExpiresAt?.toISOString() ?? (keepState ? (previous?.tokenExpiresAt ?? null) : null),
       warnings,
     };
     const text = JSON.stringify(status);
-    if (text === previous) return false;
-    const stateChanged = previous === undefined || (JSON.parse(previous) as MailboxAuthStatus).state !== status.state || (JSON.parse(previous) as MailboxAuthStatus).code !== status.code;
+    if (text === previousText) return false;
+    const stateChanged = previous === undefined || previous.state !== status.state || previous.code !== status.code;
     this.#published.set(key, text);
     const kv = this.options.statusKv;
     if (kv) {
