@@ -115,7 +115,7 @@ export class IngestWorld {
   static async create(
     prefix: string,
     mailboxes: WorldMailbox[],
-    options: { services?: ServiceName[]; env?: Record<string, string>; tweak?: (c: PostroomConfigInput) => void } = {},
+    options: { services?: ServiceName[]; env?: Record<string, string>; tweak?: (c: PostroomConfigInput, world: IngestWorld) => void } = {},
   ): Promise<IngestWorld> {
     const w = new IngestWorld();
     w.dir = tempDir(prefix);
@@ -158,7 +158,7 @@ export class IngestWorld {
       agentApi: { port: 0 },
       tenants: [...tenants.values()],
     } as PostroomConfigInput;
-    options.tweak?.(w.config);
+    options.tweak?.(w.config, w);
     w.system = new PostroomSystem({ config: w.config, dir: w.dir.path, env });
     await w.system.start(options.services ?? ["token-service", "archiver"]);
     w.configPath = join(w.dir.path, "postroom.yaml");

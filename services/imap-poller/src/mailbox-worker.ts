@@ -53,6 +53,13 @@ export interface Worker {
   abort(): Promise<void>;
 }
 
+/**
+ * After a refused login and a refused fresh credential, one attempt every 20 s: at most three a
+ * minute (a provider never sees a storm and never locks the account for it), yet a password fixed
+ * in the config is picked up within 20 s, without a restart.
+ */
+export const NEEDS_ADMIN_RETRY_MS = 20_000;
+
 /** Persisted per folder: where the next check starts. */
 interface Cursor {
   uidValidity: number;
@@ -84,6 +91,8 @@ export class MailboxWorker implements Worker {
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
   readonly #backoff = new Backoff(1000, 60_000);
+  /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
+  #needsAdminNow = false;
   #status: MailboxStatus;
   readonly #log: Logger;
 
@@ -178,7 +187,7 @@ export class MailboxWorker implements Worker {
     while (!this.#stopped) {
       let client: ImapFlow | undefined;
       try {
-        await this.#setState("connecting");
+        if (!this.#needsAdminNow) await this.#setState("connecting");
         const credential = await this.o.credentials.get(this.o.tenant.id, this.o.mailbox.id, "imap", rejectedOnce);
         client = this.#newClient(credential);
         const closed = new Promise<void>((resolve) => client!.once("close", () => resolve()));
@@ -190,6 +199,7 @@ export class MailboxWorker implements Worker {
         await this.#op(client, client.mailboxOpen(this.o.mailbox.inbound.folder), "SELECT");
         this.#client = client;
         rejectedOnce = false;
+        this.#needsAdminNow = false;
         client.on("exists", () => this.kick());
         while (!this.#stopped && client.usable) {
           await this.#check(client);
@@ -221,12 +231,14 @@ export class MailboxWorker implements Worker {
     }
     const failure = classifyImapError(error);
     if (failure.kind === "auth") {
-      if (!rejectedOnce) {
+      // One immediate retry with a fresh credential; after that only the slow needs-admin retry,
+      // each with a fresh credential again (a fixed password or re-granted app is picked up).
+      if (!rejectedOnce && !this.#needsAdminNow) {
         this.#log.warn({ problem: failure.text }, "server refused the credential; asking token-service for a fresh one");
         return true;
       }
       await this.#needsAdmin(failure.text, "auth-failed", "check the mailbox's password or OAuth grant, then fix the config");
-      return false;
+      return true;
     }
     const delay = failure.retryAfterMs ?? this.#backoff.next();
     await this.#setState("backing-off", { message: failure.text, code: failure.kind, fix: null });
@@ -236,11 +248,12 @@ export class MailboxWorker implements Worker {
   }
 
   async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
+    this.#needsAdminNow = true;
     await this.#setState("needs-admin", { message, code, fix });
     this.#log.error({ problem: message, code, fix }, "mailbox needs an administrator");
     // Slow, fixed retry: a fixed password or grant is picked up without a restart, and the
-    // provider is never hammered (at most one login attempt per interval).
-    await this.#sleep(this.o.needsAdminRetryMs ?? 60_000);
+    // provider is never hammered (see NEEDS_ADMIN_RETRY_MS).
+    await this.#sleep(this.o.needsAdminRetryMs ?? NEEDS_ADMIN_RETRY_MS);
   }
 
   #newClient(credential: Awaited<ReturnType<CredentialClient["get"]>>): ImapFlow {

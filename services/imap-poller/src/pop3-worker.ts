@@ -3,7 +3,7 @@ import { ack, CredentialUnavailableError, DurableConsumer, publishJson, type Ver
 import type { Logger } from "@postroom/telemetry";
 import { Backoff } from "./backoff.js";
 import { classifyImapError } from "./classify.js";
-import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
+import { NEEDS_ADMIN_RETRY_MS, type MailboxWorkerOptions, type Worker } from "./mailbox-worker.js";
 import { Pop3Client } from "./pop3-client.js";
 import { storeRaw } from "./raw-store.js";
 import { withDeadline } from "./lease.js";
@@ -30,6 +30,8 @@ export class Pop3Worker implements Worker {
   #commit: DurableConsumer<MailArchived> | undefined;
   #seen: Map<string, SeenState> | undefined;
   readonly #backoff = new Backoff(1000, 60_000);
+  /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
+  #needsAdminNow = false;
   #status: MailboxStatus;
   readonly #log: Logger;
 
@@ -168,9 +170,10 @@ export class Pop3Worker implements Worker {
           await this.#sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
           continue;
         }
-        await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
+        if (!this.#needsAdminNow) await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
         await this.#session(rejectedOnce);
         rejectedOnce = false;
+        this.#needsAdminNow = false;
         this.#backoff.reset();
         this.#status.lastCheckAt = new Date().toISOString();
         await this.#setState("idle");
@@ -270,12 +273,14 @@ export class Pop3Worker implements Worker {
     }
     const failure = classifyImapError(error);
     if (failure.kind === "auth") {
-      if (!rejectedOnce) {
+      // One immediate retry with a fresh credential; after that only the slow needs-admin retry,
+      // each with a fresh credential again (a fixed password or re-granted app is picked up).
+      if (!rejectedOnce && !this.#needsAdminNow) {
         this.#log.warn({ problem: failure.text }, "server refused the credential; asking token-service for a fresh one");
         return true;
       }
       await this.#needsAdmin(failure.text, "auth-failed", "check the mailbox's password or OAuth grant, then fix the config");
-      return false;
+      return true;
     }
     const delay = failure.retryAfterMs ?? this.#backoff.next();
     await this.#setState("backing-off", { message: failure.text, code: failure.kind, fix: null });
@@ -285,9 +290,10 @@ export class Pop3Worker implements Worker {
   }
 
   async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
+    this.#needsAdminNow = true;
     await this.#setState("needs-admin", { message, code, fix });
     this.#log.error({ problem: message, code, fix }, "mailbox needs an administrator");
-    await this.#sleep(this.o.needsAdminRetryMs ?? 60_000);
+    await this.#sleep(this.o.needsAdminRetryMs ?? NEEDS_ADMIN_RETRY_MS);
   }
 
   async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
