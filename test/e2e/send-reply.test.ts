@@ -8,7 +8,7 @@ import { COLLEAGUE, CUSTOMER, RECORDS, SendWorld, SUPPORT, TEAM } from "../suppo
 let w: SendWorld;
 
 before(async () => {
-  w = await SendWorld.create("sendreply");
+  w = await SendWorld.create("sendreply", { env: { POSTROOM_SENT_FOLDER: "Sent" } });
   await w.system.start();
   await w.mailboxReady();
 });
@@ -72,6 +72,13 @@ test("an agent's reply reaches the customer's mailbox through Postfix: right Fro
   assert.equal(sendRow!.state, "sent");
   assert.equal(sendRow!.attempts, 1);
   assert.equal(sentRow!.sha256, sendRow!.raw_sha256);
+
+  // A copy in the support mailbox's Sent folder, for people who read the mailbox directly.
+  const inSent = await waitFor(async () => {
+    const m = await w.inbox(SUPPORT, "Sent");
+    return m.length ? m : undefined;
+  }, { timeoutMs: 15_000, what: `copy in Sent\n${w.system.dump()}` });
+  assert.equal(inSent.filter((m) => m.toString("latin1").includes(messageId)).length, 1);
 });
 
 test("reply all answers the customer and her colleague, not the contact centre itself; the same command again sends nothing", async () => {
@@ -93,6 +100,12 @@ test("reply all answers the customer and her colleague, not the contact centre i
     what: `the redelivered command recognised\n${w.system.dump()}`,
   });
   assert.equal((await w.inbox(CUSTOMER)).filter((m) => m.toString("latin1").includes("Re: Team order")).length, 1, "exactly one copy");
+  // The redelivery also tried the Sent copy again, found the first one and added none.
+  await waitFor(() => w.system.logs.some((l) => l.service === "smtp-sender" && l.line.includes("reply-all-team-order") && l.line.includes("already-there")), {
+    timeoutMs: 15_000,
+    what: `the Sent copy recognised\n${w.system.dump()}`,
+  });
+  assert.equal((await w.inbox(SUPPORT, "Sent")).filter((m) => m.toString("latin1").includes("Both of you: done.")).length, 1, "and one in the Sent folder");
 });
 
 test("a subject or an address with CR/LF is refused with a clear error and nothing reaches Postfix", async () => {
@@ -110,10 +123,20 @@ test("a subject or an address with CR/LF is refused with a clear error and nothi
     assert.equal(row!.attempts, 0, "no SMTP attempt was made");
     assert.match(row!.last_error, /(subject|to) contains a line break or control character; refused to prevent header injection/);
   }
-  const failed = await w.lastEvent<{ commandId: string; reason: string; permanent: boolean }>(w.names.subjects.mailSendFailed("acme", "support"));
-  assert.equal(failed?.commandId, "new-injected-address", "the agent's side hears about it as a failed send");
-  assert.equal(failed?.permanent, true);
-  assert.match(failed?.reason ?? "", /header injection/);
+  // The agent's side hears about each as a final failure.
+  const failed = await waitFor(
+    async () => {
+      const events = await w.events<{ commandId: string; reason: string; permanent: boolean }>(w.names.subjects.mailSendFailed("acme", "support"));
+      const ours = events.filter((e) => e.commandId.startsWith("new-injected-"));
+      return ours.length === 2 ? ours : undefined;
+    },
+    { timeoutMs: 10_000, what: "two failed events" },
+  );
+  assert.deepEqual(failed.map((e) => e.commandId).sort(), ["new-injected-address", "new-injected-subject"]);
+  for (const e of failed) {
+    assert.equal(e.permanent, true);
+    assert.match(e.reason, /header injection/);
+  }
   const newLog = (await w.postfix.readLog()).slice(logBefore);
   assert.ok(!/connect from/.test(newLog), `no connection reached Postfix:\n${newLog}`);
 });

@@ -70,6 +70,8 @@ export interface SendWorldOptions {
    * The support mailbox reads with `microsoft365`; its smtp starts with `auth: password`.
    */
   oauth?: boolean;
+  /** Extra environment for every service (e.g. POSTROOM_SENT_FOLDER). */
+  env?: Record<string, string>;
   tweak?: (config: PostroomConfigInput) => void;
 }
 
@@ -164,7 +166,7 @@ export class SendWorld {
       config: w.config,
       dir: w.dir.path,
       // The services verify Postfix's certificate like any other: by trusting its CA.
-      env: { SUPPORT_PASSWORD: PASSWORD, M365_CLIENT_SECRET: M365.secret, NODE_EXTRA_CA_CERTS: caPath },
+      env: { SUPPORT_PASSWORD: PASSWORD, M365_CLIENT_SECRET: M365.secret, NODE_EXTRA_CA_CERTS: caPath, ...options.env },
     });
     return w;
   }
@@ -223,10 +225,11 @@ export class SendWorld {
     });
   }
 
-  /** Every message in a user's INBOX, raw. */
-  async inbox(user: string): Promise<Buffer[]> {
+  /** Every message in a user's INBOX (or another folder), raw; none when the folder does not exist. */
+  async inbox(user: string, folder = "INBOX"): Promise<Buffer[]> {
     return this.dovecot.withImap(user, async (client) => {
-      const lock = await client.getMailboxLock("INBOX", { readOnly: true });
+      if (folder !== "INBOX" && !(await client.list()).some((m) => m.path === folder)) return [];
+      const lock = await client.getMailboxLock(folder, { readOnly: true });
       try {
         if (client.mailbox === false || client.mailbox.exists === 0) return [];
         const out: Buffer[] = [];
@@ -263,6 +266,20 @@ export class SendWorld {
     } finally {
       transport.close();
     }
+  }
+
+  /** Every event published so far on a subject of the mail stream, in order. */
+  async events<T>(subject: string): Promise<T[]> {
+    const consumer = await jetStreamOf(this.nc).consumers.get(this.names.streams.mail, { filter_subjects: subject }); // one subject: nats-server 2.9 knows only filter_subject
+    const info = await consumer.info(true);
+    const out: T[] = [];
+    if (info.num_pending === 0) return out;
+    const batch = await consumer.fetch({ max_messages: info.num_pending, expires: 2_000 });
+    for await (const m of batch) {
+      out.push(m.json() as T);
+      if (m.info.pending === 0) break;
+    }
+    return out;
   }
 
   /** The last event published on a subject of the mail stream, or undefined. */

@@ -18,7 +18,19 @@ await runPostroomService({
             await new Promise<never>(() => undefined);
           }
         : undefined;
-    const sender = new SmtpSender({ nc, names, config, pool: pool!, logger, ...(tenant ? { tenant } : {}), ...(afterAccepted ? { afterAccepted } : {}) });
+    // Interim until the config has a per-mailbox field: one Sent folder name for every IMAP
+    // mailbox this process serves; unset means no copy (Exchange and Gmail file sent mail themselves).
+    const sentFolderName = env.POSTROOM_SENT_FOLDER || undefined;
+    const sender = new SmtpSender({
+      nc,
+      names,
+      config,
+      pool: pool!,
+      logger,
+      ...(tenant ? { tenant } : {}),
+      ...(afterAccepted ? { afterAccepted } : {}),
+      ...(sentFolderName ? { sentFolder: () => sentFolderName } : {}),
+    });
     await sender.start();
     telemetry.metrics.observeConsumers(consumerLagReader(nc, [{ stream: names.streams.sendCommands, durable: names.consumers.smtpSender(tenant) }]));
     return sender;

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { findMailbox, type Mailbox, type PostroomConfig } from "@postroom/config";
@@ -454,17 +455,30 @@ export class SmtpSender {
     const folder = this.o.sentFolder?.(c.tenant, c.mailbox);
     if (!folder || mailbox.inbound.protocol !== "imap") return;
     try {
-      const object = await this.#raw!.get(row.raw_object!);
-      if (!object) throw new Error("the sent message is gone from the object store");
-      const chunks: Buffer[] = [];
-      for await (const chunk of Readable.fromWeb(object.data as never)) chunks.push(chunk as Buffer);
       const credential = await this.#credentials.get(c.tenant, c.mailbox, "imap");
-      const result = await appendToSentFolder(Buffer.concat(chunks), rfcMessageId, { server: mailbox.inbound, credential, folder });
+      const result = await appendToSentFolder(await this.#sentBytes(c, row), rfcMessageId, { server: mailbox.inbound, credential, folder });
       this.o.logger.info({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, folder, result }, "copy in the Sent folder");
     } catch (error) {
       this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, folder, ...errorFields(error) }, "could not copy to the Sent folder");
       await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `sent; no copy in ${folder}: ${(error as Error).message}`]);
     }
+  }
+
+  /**
+   * The sent message's bytes: from the object store, or — once the archiver has filed it and
+   * removed the object — from the archive on disk.
+   */
+  async #sentBytes(c: SendRequested, row: SendRow): Promise<Buffer> {
+    const object = await this.#raw!.get(row.raw_object!);
+    if (object) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of Readable.fromWeb(object.data as never)) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    }
+    const r = await this.o.pool.query<{ archive_path: string }>("SELECT archive_path FROM messages WHERE message_key = $1", [`${c.tenant}/${c.mailbox}/sent/${c.commandId}`]);
+    const archived = r.rows[0];
+    if (!archived) throw new Error("the sent message is neither in the object store nor archived yet");
+    return readFile(join(archived.archive_path, "message.eml"));
   }
 
   /** smtp-sender's entry in the mailbox-status bucket, beside the poller's; written on change only. */
