@@ -269,6 +269,18 @@ test("a Google Workspace service account gets a token for the mailbox and logs i
   assert.match(line(r.stdout, "imap"), /^\[PASS\] imap {4}logged in/);
 });
 
+test("--env-only checks DNS, TCP, TLS and the clock for the identity platform and each mail host, and names an unreachable one", async () => {
+  const ok = await testAuth(["--env-only", "--authority-host", idp.info.authorityHost, "--imap-host", `127.0.0.1:${dovecot.info.imapPort}`, "--imap-tls", "none", "--smtp-host", `127.0.0.1:${postfix.info.smtpsPort}`, "--smtp-tls", "implicit", "--insecure"]);
+  assert.equal(ok.code, 0, ok.stdout);
+  assert.match(line(ok.stdout, "tls"), /identity platform .* trusted certificate/);
+  assert.match(line(ok.stdout, "tls"), /SMTP 127\.0\.0\.1/);
+  assert.match(line(ok.stdout, "clock"), /^\[PASS\]/);
+  const closed = await freePort();
+  const down = await testAuth(["--env-only", "--authority-host", idp.info.authorityHost, "--imap-host", `127.0.0.1:${closed}`, "--no-smtp"]);
+  assert.equal(down.code, 1);
+  assert.match(line(down.stdout, "tcp"), new RegExp(`\\[FAIL\\] tcp {5}IMAP 127\\.0\\.0\\.1:${closed} is unreachable`));
+});
+
 test("usage errors exit with code 2", async () => {
   assert.equal((await testAuth(["--tenant-id", TENANT])).code, 2);
   assert.equal((await testAuth(["--config", configPath, "--mailbox", "nope"])).code, 2);

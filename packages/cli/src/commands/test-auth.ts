@@ -5,8 +5,10 @@ import { MICROSOFT_CLOUDS, parseServiceAccountKey, type MicrosoftCloudName } fro
 import { EXIT_USAGE } from "../dispatch.js";
 import { formatReport, allPassed, type StepResult, type TestAuthReport } from "./test-auth-report.js";
 import { AuthChecks, microsoftSanity, type AuthTarget, type ServerTarget, type TargetAuth } from "./test-auth-steps.js";
+import { checkClock, checkEndpoint, type Endpoint } from "./test-auth-env.js";
 
 export const help = `Usage:
+  postroom test-auth [--env-only] [--cloud NAME] [hosts] [--json]
   postroom test-auth --config FILE --mailbox [TENANT/]ID [--send-to ADDRESS] [--json]
   postroom test-auth --tenant-id ID --client-id ID (--client-secret-env NAME | --client-secret VALUE)
                      --mailbox-address ADDRESS [hosts] [--send-to ADDRESS] [--json]
@@ -18,7 +20,9 @@ clock against the identity platform's Date header), then the configuration's san
 not verified), IMAP login and SELECT, POP3 login and STAT (when configured), SMTP login, and —
 only with --send-to — one real test message. Exit code 0 only when every step passed.
 
-The second form needs no config file: the four Microsoft values an administrator has at hand.
+Run with no arguments (or --env-only) it checks only the environment, for the cloud's identity
+platform and mail hosts (or the hosts given): whether this machine can reach them at all.
+The third form needs no config file: the four Microsoft values an administrator has at hand.
 Its mail hosts default to the cloud's (outlook.office365.com:993, smtp.office365.com:587).
 
 Options:
@@ -41,6 +45,7 @@ Options:
       --smtp-tls MODE          starttls (default), implicit or none
       --no-imap, --no-smtp     skip that protocol
       --insecure               do not verify mail servers' TLS certificates (test servers only)
+      --env-only               only the environment checks (the default with no arguments)
       --send-to ADDRESS        send one real test message after the SMTP login
       --json                   print the report as JSON
   -h, --help                   show this help
@@ -69,6 +74,7 @@ const OPTIONS = {
   "no-imap": { type: "boolean" },
   "no-smtp": { type: "boolean" },
   insecure: { type: "boolean" },
+  "env-only": { type: "boolean" },
   "send-to": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -131,6 +137,33 @@ function targetFromFlags(v: Values, env: NodeJS.ProcessEnv): AuthTarget {
     ...(v["send-to"] ? { sendTo: v["send-to"] } : {}),
     sanity: microsoftSanity({ tenantId, clientId, clientSecret, scope: v.scope }),
   };
+}
+
+/** Only the environment: the identity platform and the mail hosts of the cloud (or those given). */
+async function environmentOnly(v: Values): Promise<TestAuthReport> {
+  const cloud = (v.cloud ?? "global") as MicrosoftCloudName;
+  if (!(cloud in MICROSOFT_CLOUDS)) throw new UsageError("--cloud must be global, usgov or china");
+  const hosts = MICROSOFT_CLOUDS[cloud];
+  const identity = new URL(v["authority-host"] ?? hosts.authorityHost);
+  const verify = v.insecure !== true;
+  const imapTls = tlsMode(v["imap-tls"], "implicit", "--imap-tls");
+  const smtpTls = tlsMode(v["smtp-tls"], "starttls", "--smtp-tls");
+  const pop3Tls = tlsMode(v["pop3-tls"], "implicit", "--pop3-tls");
+  const endpoints: Endpoint[] = [
+    { role: "identity platform", host: identity.hostname, port: Number(identity.port || 443), implicitTls: identity.protocol === "https:" },
+    ...(v["no-imap"] ? [] : [{ role: "IMAP", ...hostPort(v["imap-host"] ?? hosts.imapHost, imapTls === "implicit" ? 993 : 143), implicitTls: imapTls === "implicit", verifyCertificate: verify }]),
+    ...(v["pop3-host"] ? [{ role: "POP3", ...hostPort(v["pop3-host"], pop3Tls === "implicit" ? 995 : 110), implicitTls: pop3Tls === "implicit", verifyCertificate: verify }] : []),
+    ...(v["no-smtp"] ? [] : [{ role: "SMTP", ...hostPort(v["smtp-host"] ?? hosts.smtpHost, smtpTls === "implicit" ? 465 : smtpTls === "starttls" ? 587 : 25), implicitTls: smtpTls === "implicit", verifyCertificate: verify }]),
+  ];
+  const steps: StepResult[] = [];
+  let identityReachable = true;
+  for (const e of endpoints) {
+    const results = await checkEndpoint(e);
+    steps.push(...results);
+    if (e.role === "identity platform" && results.some((r) => r.verdict === "fail")) identityReachable = false;
+  }
+  if (identityReachable) steps.push(await checkClock(identity.origin));
+  return { mailbox: `environment (${cloud} cloud)`, ok: allPassed(steps), steps };
 }
 
 /** Resolves one config auth block; a missing secret becomes a failed config step, not an exception. */
@@ -232,6 +265,12 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   }
   let report: TestAuthReport;
   try {
+    const envOnly = values["env-only"] === true || (values.config === undefined && values["tenant-id"] === undefined && values["client-id"] === undefined && values["mailbox-address"] === undefined);
+    if (envOnly) {
+      report = await environmentOnly(values);
+      process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+      return report.ok ? 0 : 1;
+    }
     const target = values.config !== undefined ? await targetFromConfig(values, env) : targetFromFlags(values, env);
     if ("failed" in target) {
       report = { mailbox: values.mailbox ?? "?", ok: false, steps: target.failed };
