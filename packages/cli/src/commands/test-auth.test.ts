@@ -237,6 +237,7 @@ test("an unreachable host fails at the TCP check and the login is skipped, exit 
 test("a certificate the identity platform does not trust fails with AADSTS700027, exit code 1", async () => {
   const r = await testAuth(["--config", configPath, "--mailbox", "certbox"]);
   assert.equal(r.code, 1);
+  assert.match(line(r.stdout, "config"), /\[WARN\] config {2}the certificate expires on/, "a 30-day certificate is inside the warning window");
   assert.match(r.stdout, /code: {4}AADSTS700027/);
   assert.match(r.stdout, /upload this certificate/);
 });

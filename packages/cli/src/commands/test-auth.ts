@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { findMailbox, resolveSecret, validateConfig, type MailboxAuth } from "@postroom/config";
-import { MICROSOFT_CLOUDS, parseServiceAccountKey, type MicrosoftCloudName } from "@postroom/token-service";
+import { MICROSOFT_CLOUDS, expiryWarnings, parseServiceAccountKey, type MicrosoftCloudName } from "@postroom/token-service";
 import { EXIT_USAGE } from "../dispatch.js";
 import { formatReport, allPassed, type StepResult, type TestAuthReport } from "./test-auth-report.js";
 import { AuthChecks, microsoftSanity, type AuthTarget, type ServerTarget, type TargetAuth } from "./test-auth-steps.js";
@@ -196,6 +196,10 @@ async function resolveAuth(auth: MailboxAuth, address: string, env: NodeJS.Proce
   if (auth.clientSecret !== undefined && clientSecret === undefined) return undefined;
   if (auth.certificate && (certificatePem === undefined || privateKeyPem === undefined)) return undefined;
   sanity.push(...microsoftSanity({ tenantId: auth.tenantId, clientId: auth.clientId, clientSecret, scope }));
+  // The same expiry warnings token-service publishes: the secret by the config's date, the certificate by its own.
+  for (const w of expiryWarnings({ clientSecretExpires: auth.clientSecretExpires, certificatePem }, new Date())) {
+    sanity.push({ step: "config", verdict: "warn", summary: w.message, explanation: { code: `${w.what} expiry`, meaning: `the ${w.what} stops working on ${w.expiresAt.toISOString().slice(0, 10)}`, fix: w.fix } });
+  }
   return {
     type: "microsoft365",
     credentials: {
