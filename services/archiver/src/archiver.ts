@@ -19,7 +19,7 @@ import { errorFields, type Logger } from "@postroom/telemetry";
 import { detectAutomatic } from "./automatic.js";
 import { isDatabaseUnavailable } from "./database.js";
 import { cleanStaging, isDiskFull, messageFolder, outboundFolder, StagedFolder } from "./disk.js";
-import { DiskGuard, type DiskSnapshot, type GuardedMailbox } from "./disk-guard.js";
+import { DiskGuard, stagingEstimate, type DiskSnapshot, type GuardedMailbox, type Need } from "./disk-guard.js";
 import type { ParseLimits, ParseOutcome } from "./parse.js";
 import { MAX_UNFINISHED_PARSES, ParseAttempts } from "./parse-attempts.js";
 import { ParsePool } from "./parse-pool.js";
@@ -77,7 +77,7 @@ const ACK_WAIT_MS = 15_000;
 type Staged =
   | { kind: "ok"; row: Omit<MessageRow, "messageKey" | "tenant" | "mailbox" | "direction" | "protocol" | "folder" | "uidValidity" | "uid" | "uidl" | "receivedAt" | "archivePath" | "oversize" | "offer">; bytes: number }
   | { kind: "missing" }
-  | { kind: "full"; reason: string; bytes: number };
+  | { kind: "full"; reason: string; need: Need };
 
 /**
  * Writes every received (and every sent) message to disk and PostgreSQL, then confirms with
@@ -289,7 +289,7 @@ export class Archiver {
         // The raw object is gone but no row exists: the poller must fetch it again.
         return { action: "term", reason: "raw message missing from the object store; the poller re-fetches after a cursor reset" };
       }
-      if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.bytes);
+      if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.need);
       const s = e.source;
       const full: MessageRow = {
         ...staged.row,
@@ -365,7 +365,7 @@ export class Archiver {
     const target = outboundFolder(root, e.tenant, e.mailbox, e.commandId, new Date(e.sentAt));
     const staged = await this.#writeMessage(root, target, e.raw, key);
     if (staged.kind === "missing") return { action: "term", reason: "sent message missing from the object store" };
-    if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.bytes);
+    if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.need);
     const guard = this.#guards.get(root);
     const row: MessageRow = {
       ...staged.row,
@@ -407,10 +407,10 @@ export class Archiver {
   }
 
   /** The archive cannot take this message: pause ingestion, alert, and leave the message unacknowledged. */
-  async #refuse(root: string, reason: string, bytes: number): Promise<Verdict> {
+  async #refuse(root: string, reason: string, need: Need): Promise<Verdict> {
     this.stats.refusedFull++;
     const guard = this.#guards.get(root);
-    await guard?.block(reason, bytes);
+    await guard?.block(reason, need);
     // Redelivered after the guard's check interval; by then it knows whether there is room.
     return { action: "retry", delayMs: this.o.disk?.checkIntervalMs ?? 15_000, reason };
   }
@@ -449,7 +449,7 @@ export class Archiver {
     const guard = this.#guards.get(root);
     if (guard) {
       const room = await guard.admit(raw.size);
-      if (!room.ok) return { kind: "full", reason: room.reason, bytes: raw.size };
+      if (!room.ok) return { kind: "full", reason: room.reason, need: { quotaBytes: raw.size, diskBytes: stagingEstimate(raw.size) } };
     }
     const object = await this.#raw!.get(raw.name);
     if (!object) return { kind: "missing" };
@@ -517,7 +517,7 @@ export class Archiver {
       const fits = guard?.reserve(staged.bytes, target) ?? { ok: true };
       if (!fits.ok) {
         await staged.discard();
-        return { kind: "full", reason: fits.reason, bytes: staged.bytes };
+        return { kind: "full", reason: fits.reason, need: { quotaBytes: staged.bytes, diskBytes: stagingEstimate(raw.size) } };
       }
       try {
         await staged.commit(target);
@@ -528,7 +528,10 @@ export class Archiver {
       return { kind: "ok", row, bytes: staged.bytes };
     } catch (error) {
       await staged.discard();
-      if (isDiskFull(error)) return { kind: "full", reason: `archive filesystem full while writing (${(error as NodeJS.ErrnoException).code})`, bytes: 2 * raw.size };
+      if (isDiskFull(error)) {
+        const reason = `archive filesystem full while writing (${(error as NodeJS.ErrnoException).code})`;
+        return { kind: "full", reason, need: { quotaBytes: raw.size, diskBytes: stagingEstimate(raw.size) } };
+      }
       throw error;
     }
   }

@@ -7,6 +7,20 @@ import { errorFields, type Logger } from "@postroom/telemetry";
 import { directoryBytes, filesystemSpace } from "./disk.js";
 import { formatBytes, GB, nextAlert, percentLeft, roomFor, type AlertKind, type AlertState, type DiskFacts, type Room } from "./disk-policy.js";
 
+/**
+ * Disk a message of `rawBytes` may take while it is archived: the .eml, its decoded parts (never
+ * larger than the encoded message) and meta.json. What a refused message waits for.
+ */
+export function stagingEstimate(rawBytes: number): number {
+  return 2 * rawBytes + 64 * 1024;
+}
+
+/** What a refused message needs before ingestion resumes: its folder within the quota, and its staging on the disk. */
+export interface Need {
+  quotaBytes: number;
+  diskBytes: number;
+}
+
 export interface GuardedMailbox {
   tenant: string;
   mailbox: string;
@@ -72,8 +86,8 @@ export class DiskGuard {
   #scanLog: Map<string, number> | undefined;
   #fs = { freeBytes: 0, totalBytes: 0 };
   #state: AlertState = { level: "ok", alertedAt: null };
-  /** Bytes the message that did not fit needed; null while ingestion runs. */
-  #blockedNeed: number | null = null;
+  /** What the message that did not fit needed; null while ingestion runs. */
+  #blockedNeed: Need | null = null;
   #blockedReason = "";
   #pausedWritten: boolean | undefined;
   #lastScan = 0;
@@ -135,7 +149,7 @@ export class DiskGuard {
     // The quota is checked exactly after staging (see fits); here only what the .eml alone needs.
     const quota = roomFor({ ...facts, fsFreeBytes: Number.MAX_SAFE_INTEGER }, rawBytes, 0);
     if (!quota.ok) return quota;
-    return roomFor({ ...facts, quotaBytes: null }, 2 * rawBytes + 64 * 1024, this.#o.minFreeBytes ?? 512 * 1024 * 1024);
+    return roomFor({ ...facts, quotaBytes: null }, stagingEstimate(rawBytes), this.#o.minFreeBytes ?? 512 * 1024 * 1024);
   }
 
   /**
@@ -162,11 +176,12 @@ export class DiskGuard {
    * The next message (needing `bytes`) cannot be archived: pause ingestion for every mailbox of
    * this archive and raise the critical alert. The caller leaves the message unacknowledged.
    */
-  async block(reason: string, bytes: number): Promise<void> {
+  async block(reason: string, need: Need): Promise<void> {
     const first = this.#blockedNeed === null;
-    this.#blockedNeed = Math.max(bytes, this.#blockedNeed ?? 0);
+    const prev = this.#blockedNeed ?? { quotaBytes: 0, diskBytes: 0 };
+    this.#blockedNeed = { quotaBytes: Math.max(need.quotaBytes, prev.quotaBytes), diskBytes: Math.max(need.diskBytes, prev.diskBytes) };
     this.#blockedReason = reason;
-    if (first) this.#log.error({ reason, needBytes: bytes, usedBytes: this.#used }, "archive full; ingestion paused");
+    if (first) this.#log.error({ reason, needBytes: need.quotaBytes, usedBytes: this.#used }, "archive full; ingestion paused");
     await this.#writeControl(true);
     await this.#evaluate();
   }
@@ -191,8 +206,9 @@ export class DiskGuard {
     await this.#refreshFs();
     if (this.#blockedNeed !== null) {
       const facts = this.#facts();
-      const room = roomFor(facts, this.#blockedNeed, this.#o.minFreeBytes ?? 512 * 1024 * 1024);
-      if (room.ok) {
+      const quota = roomFor({ ...facts, fsFreeBytes: Number.MAX_SAFE_INTEGER }, this.#blockedNeed.quotaBytes, 0);
+      const disk = roomFor({ ...facts, quotaBytes: null }, this.#blockedNeed.diskBytes, this.#o.minFreeBytes ?? 512 * 1024 * 1024);
+      if (quota.ok && disk.ok) {
         this.#log.info({ usedBytes: this.#used, fsFreeBytes: this.#fs.freeBytes }, "archive has room again; ingestion resumes");
         this.#blockedNeed = null;
         await this.#writeControl(false);
