@@ -120,7 +120,7 @@ function addressOf(address: SMTPServerAddress | false): string {
  * message in memory, and can be told to answer with given reply codes to exercise retry logic.
  *
  * This is the "Exchange Online SMTP" stand-in for unit and service tests. Delivery through a real
- * MTA (Postfix → LMTP → Dovecot) belongs in a separate fixture (`startPostfix`, to come) that
+ * MTA (Postfix → LMTP → Dovecot) is the separate `startPostfix` fixture (postfix.ts), which
  * implements the same {@link TestServer} interface.
  */
 export class SmtpSink implements TestServer<SmtpSinkInfo> {
