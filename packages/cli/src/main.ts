@@ -20,7 +20,7 @@ const commands: CommandTable = {
     load: () => import("./commands/config-import-softdial.js"),
   },
   // Reserved for teammates' commands; uncomment when the module exists:
-  // status: { summary: "Show mailboxes, queues and services", load: () => import("./commands/status.js") },
+  status: { summary: "Show every mailbox's state, owner, last check, backlog and last error; flag stalled ones", load: () => import("./commands/status.js") },
   "test-auth": { summary: "Try a mailbox's credentials step by step and explain every failure", load: () => import("./commands/test-auth.js") },
 };
 
