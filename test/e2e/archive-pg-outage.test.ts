@@ -55,7 +55,7 @@ test("stopping PostgreSQL for 30 s during a burst loses nothing: the archiver wa
   const stoppedAt = Date.now();
   const confirmedAtStop = new Set(feed.confirmations.map((c) => c.messageKey)).size;
   await new Promise((r) => setTimeout(r, OUTAGE_MS));
-  assert.ok(w.system.running("archiver"), "the archiver waited instead of dying");
+  assert.ok(w.system.running("archiver"), `the archiver waited instead of dying\n${w.system.dump(40)}`);
   const confirmedDuring = new Set(feed.confirmations.map((c) => c.messageKey)).size;
   // At most the messages that were between insert and publish when the database went away.
   assert.ok(confirmedDuring - confirmedAtStop <= 4, `${confirmedDuring - confirmedAtStop} confirmed while the database was down`);

@@ -74,6 +74,12 @@ export class HistoryStore {
    */
   async insert(m: MessageRow): Promise<StoredMessage> {
     const client = await this.pool.connect();
+    // A checked-out client whose server goes away emits "error"; the pool listens only to idle
+    // clients, so without this the process would die on a database restart. The query in
+    // flight rejects all the same, and the caller waits for the database to return.
+    const ignore = () => undefined;
+    client.on("error", ignore);
+    let broken: Error | undefined;
     try {
       await client.query("BEGIN");
       // Serialise inserts of one message key so conversation creation cannot race itself.
@@ -144,10 +150,13 @@ export class HistoryStore {
       await client.query("COMMIT");
       return { id, conversationId, archivePath: m.archivePath, rfcMessageId: m.rfcMessageId, inserted: true };
     } catch (error) {
-      await client.query("ROLLBACK").catch(() => undefined);
+      // A client whose ROLLBACK fails is broken (its server went away): destroy it rather than
+      // hand it to the next caller.
+      if (await client.query("ROLLBACK").then(() => false, () => true)) broken = error as Error;
       throw error;
     } finally {
-      client.release();
+      client.off("error", ignore);
+      client.release(broken);
     }
   }
 }
