@@ -269,13 +269,13 @@ export class Archiver {
     let release!: () => void;
     this.#lastInsert = new Promise<void>((r) => (release = r));
     try {
-      return await this.#archiveReceived(e, previous);
+      return await this.#archiveReceived(e, previous, release);
     } finally {
       release();
     }
   }
 
-  async #archiveReceived(e: MailReceived, previous: Promise<void>): Promise<Verdict> {
+  async #archiveReceived(e: MailReceived, previous: Promise<void>, inserted: () => void): Promise<Verdict> {
     const log = this.o.logger.child({ tenant: e.source.tenant, mailbox: e.source.mailbox, messageKey: e.messageKey });
     const ref = findMailbox(this.o.config, e.source.tenant, e.source.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${e.source.tenant}/${e.source.mailbox} is not configured` };
@@ -311,6 +311,8 @@ export class Archiver {
       try {
         await previous;
         stored = await this.#store.insert(full);
+        // The next message may resolve its conversation now; publishing this one's confirmation need not hold it up.
+        inserted();
       } catch (error) {
         guard?.unreserve(staged.bytes, target);
         throw error;
@@ -352,7 +354,9 @@ export class Archiver {
       source: e.source,
     };
     await publishJson(this.#js, this.o.names.subjects.mailArchived(e.source.tenant, e.source.mailbox), archived, { msgId: `${e.messageKey}#archived` });
-    await this.#raw!.delete(e.raw.name).catch(() => undefined);
+    // Not awaited: the raw copy is only a transport buffer (7-day TTL), and a delete that never
+    // happens (crash) costs some object-store space for a while, nothing else.
+    void this.#raw!.delete(e.raw.name).catch(() => undefined);
     return ack;
   }
 

@@ -131,14 +131,19 @@ export class HistoryStore {
         ...m.cc.map((a) => ["cc", a] as [string, typeof a]),
         ...m.bcc.map((a) => ["bcc", a] as [string, typeof a]),
       ];
-      for (const [role, a] of addresses) {
-        await client.query("INSERT INTO addresses (message_id, role, address, name) VALUES ($1, $2, $3, $4)", [id, role, a.address, a.name]);
+      // One statement per table, however many addresses and parts: each round trip counts at burst rates.
+      if (addresses.length > 0) {
+        await client.query(
+          "INSERT INTO addresses (message_id, role, address, name) SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[])",
+          [id, addresses.map(([role]) => role), addresses.map(([, a]) => a.address), addresses.map(([, a]) => a.name)],
+        );
       }
-      for (const a of m.attachments) {
+      if (m.attachments.length > 0) {
+        const col = <K extends keyof AttachmentRow>(k: K) => m.attachments.map((a) => a[k]);
         await client.query(
           `INSERT INTO attachments (message_id, part_index, original_name, stored_name, content_type, content_id, inline, size, sha256)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`,
-          [id, a.partIndex, a.originalName, a.storedName, a.contentType, a.contentId, a.inline, a.size, a.sha256],
+           SELECT $1::bigint, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bigint[], $9::text[])`,
+          [id, col("partIndex"), col("originalName"), col("storedName"), col("contentType"), col("contentId"), col("inline"), col("size"), col("sha256")],
         );
       }
       await client.query("INSERT INTO audit_events (tenant, mailbox, actor, kind, ref) VALUES ($1, $2, 'archiver', $3, $4)", [
