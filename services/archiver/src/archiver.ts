@@ -468,6 +468,7 @@ export class Archiver {
           ? { ok: false, error: `not parsed: ${earlier} earlier parse attempts never finished (the parser crashed or ran out of memory)`, timedOut: false }
           : await this.#parser.parse(join(staged.path, "message.eml"), staged.partsPath, written.size);
       await attempts.end(key);
+      if (!parsed.ok && parsed.stopped) throw new Error("archiver stopping; the message is archived after the restart");
       const mail = parsed.ok ? parsed.summary : undefined;
       if (!parsed.ok) {
         this.stats.parseErrors++;

@@ -42,3 +42,16 @@ test("parsing a huge message happens in a worker: the main event loop keeps turn
     await pool.stop();
   }
 });
+
+test("a parse cut short by shutdown is reported as stopped, so the archiver retries it instead of blaming the message", async () => {
+  const { eml, parts } = await stage("stopping", bigText);
+  const pool = new ParsePool({ workers: 1 });
+  const pending = pool.parse(eml, parts, bigText.length);
+  await new Promise((r) => setTimeout(r, 200));
+  await pool.stop();
+  const outcome = await pending;
+  assert.equal(outcome.ok, false);
+  assert.equal(!outcome.ok && outcome.stopped, true);
+  const after = await pool.parse(eml, parts, bigText.length);
+  assert.equal(!after.ok && after.stopped, true, "a stopped pool takes no new work");
+});

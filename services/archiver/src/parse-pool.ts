@@ -42,7 +42,7 @@ export class ParsePool {
     if (size > this.#limits.maxBytes) {
       return { ok: false, error: `message of ${size} bytes exceeds the parse limit of ${this.#limits.maxBytes} bytes`, timedOut: false };
     }
-    if (this.#stopped) return { ok: false, error: "parser stopped", timedOut: false };
+    if (this.#stopped) return { ok: false, error: "parser stopped", timedOut: false, stopped: true };
     return new Promise<ParseOutcome>((resolve) => {
       this.#queue.push({ emlPath, partsDir, resolve });
       this.#dispatch();
@@ -52,8 +52,8 @@ export class ParsePool {
   /** Terminates every worker; queued and running parses end as parse errors. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    for (const job of this.#queue.splice(0)) job.resolve({ ok: false, error: "parser stopped", timedOut: false });
-    await Promise.all([...this.#slots].map((s) => this.#retire(s, { ok: false, error: "parser stopped", timedOut: false })));
+    for (const job of this.#queue.splice(0)) job.resolve({ ok: false, error: "parser stopped", timedOut: false, stopped: true });
+    await Promise.all([...this.#slots].map((s) => this.#retire(s, { ok: false, error: "parser stopped", timedOut: false, stopped: true })));
   }
 
   #dispatch(): void {

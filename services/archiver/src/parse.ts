@@ -61,7 +61,10 @@ export interface ParsedSummary {
   partBytes: number;
 }
 
-export type ParseOutcome = { ok: true; summary: ParsedSummary } | { ok: false; error: string; timedOut: boolean };
+export type ParseOutcome =
+  | { ok: true; summary: ParsedSummary }
+  /** `stopped`: the pool was shutting down; not the message's fault, so it must not be archived with this error. */
+  | { ok: false; error: string; timedOut: boolean; stopped?: boolean };
 
 /**
  * Parses the message at `emlPath` with mailparser and writes every attachment and inline part
