@@ -41,10 +41,14 @@ test("a customer's email is archived byte for byte, offered to an agent, and onl
 
   assert.deepEqual(await w.emlOf(key), raw, "the archived .eml is byte-identical to what the customer sent");
 
+  // The built-in distributor queues a session as soon as it is offered, so look at its history.
   const [session] = await waitFor(
     async () => {
-      const s = await w.rows<{ id: string; state: string; queue: string }>("SELECT id, state, queue FROM sessions WHERE message_id = $1", [row!.id]);
-      return s[0]?.state === "offered" ? s : undefined;
+      const s = await w.rows<{ id: string; queue: string }>(
+        "SELECT s.id, s.queue FROM sessions s JOIN session_events e ON e.session_id = s.id AND e.state = 'offered' WHERE s.message_id = $1",
+        [row!.id],
+      );
+      return s.length ? s : undefined;
     },
     { timeoutMs: 15_000, what: `session offered\n${w.system.dump()}` },
   );
