@@ -205,4 +205,15 @@ CREATE TABLE acd_callbacks (
 CREATE INDEX sessions_agent ON sessions (tenant, agent, state);
 `,
   },
+  {
+    version: 11,
+    name: "thread messages that arrive before the message they answer",
+    sql: `
+-- When a message is archived, earlier-archived messages that name it (In-Reply-To, References)
+-- join its conversation: replies can arrive before what they answer (a backlog, the archived copy
+-- of an agent's reply lagging behind the customer's answer). These make that lookup an index scan.
+CREATE INDEX messages_in_reply_to ON messages (tenant, mailbox, in_reply_to);
+CREATE INDEX messages_references ON messages USING gin ("references");
+`,
+  },
 ];

@@ -182,3 +182,20 @@ test("retention purges the files of messages older than the mailbox's retention 
   assert.equal(await h.count("SELECT count(*) AS n FROM audit_events WHERE ref = $1 AND kind = 'message.purged'", [old]), 1);
   assert.equal((await h.archiver!.purgeNow()).find((r) => r.mailbox === "history")!.messages, 0, "a second run finds nothing");
 });
+
+test("a reply archived before the message it answers joins that message's conversation when it arrives", async () => {
+  const mail = (id: string, extra: string[]) =>
+    Buffer.from([`From: ann@customer.example`, `Subject: late original`, `Message-ID: <${id}@customer.example>`, ...extra, "", "text", ""].join("\r\n"));
+  // The answer (and an answer to the answer) come first, the original last: a backlog out of order.
+  const answer = await h.deliver(mail("late-answer", ["In-Reply-To: <late-original@customer.example>"]), { uid: 8001 });
+  const second = await h.deliver(mail("late-second", ["References: <late-answer@customer.example>"]), { uid: 8002 });
+  await waitFor(async () => (await h.count("SELECT count(*) AS n FROM messages WHERE message_key = ANY($1)", [[answer, second]])) === 2, { timeoutMs: 20_000, what: "answers archived" });
+  const unrelated = await h.deliver(mail("late-unrelated", ["In-Reply-To: <someone-else@customer.example>"]), { uid: 8003 });
+  const original = await h.deliver(mail("late-original", []), { uid: 8004 });
+  await waitFor(async () => (await h.count("SELECT count(*) AS n FROM messages WHERE message_key = ANY($1)", [[unrelated, original]])) === 2, { timeoutMs: 20_000, what: "original archived" });
+  const rows = await h.rows<{ message_key: string; conversation_id: string }>("SELECT message_key, conversation_id FROM messages WHERE message_key = ANY($1)", [[answer, second, unrelated, original]]);
+  const conv = Object.fromEntries(rows.map((r) => [r.message_key, r.conversation_id]));
+  assert.equal(conv[answer], conv[original]);
+  assert.equal(conv[second], conv[original], "and what was threaded to the answer comes along");
+  assert.notEqual(conv[unrelated], conv[original]);
+});

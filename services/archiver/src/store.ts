@@ -70,7 +70,9 @@ export class HistoryStore {
   /**
    * Inserts the message with its addresses and attachments in one transaction, joining the
    * conversation of any stored message (inbound or outbound, same mailbox) that its In-Reply-To
-   * or References names. A concurrent insert of the same key leaves the first one standing.
+   * or References names — and taking in the conversations of messages archived before it that
+   * name it (a reply that arrived first). A concurrent insert of the same key leaves the first
+   * one standing.
    */
   async insert(m: MessageRow): Promise<StoredMessage> {
     const client = await this.pool.connect();
@@ -145,6 +147,16 @@ export class HistoryStore {
            SELECT $1::bigint, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bigint[], $9::text[])`,
           [id, col("partIndex"), col("originalName"), col("storedName"), col("contentType"), col("contentId"), col("inline"), col("size"), col("sha256")],
         );
+      }
+      // Messages archived earlier that answer this one (they arrived first) join this conversation,
+      // with everything already threaded to them.
+      const early = await client.query<{ conversation_id: string }>(
+        `SELECT DISTINCT conversation_id FROM messages
+         WHERE tenant = $1 AND mailbox = $2 AND conversation_id <> $4 AND (in_reply_to = $3 OR "references" @> ARRAY[$3])`,
+        [m.tenant, m.mailbox, m.rfcMessageId, conversationId],
+      );
+      if (early.rows.length > 0) {
+        await client.query("UPDATE messages SET conversation_id = $1 WHERE conversation_id = ANY($2::bigint[])", [conversationId, early.rows.map((r) => r.conversation_id)]);
       }
       await client.query("INSERT INTO audit_events (tenant, mailbox, actor, kind, ref) VALUES ($1, $2, 'archiver', $3, $4)", [
         m.tenant,
