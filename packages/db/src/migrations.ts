@@ -216,4 +216,13 @@ CREATE INDEX messages_in_reply_to ON messages (tenant, mailbox, in_reply_to);
 CREATE INDEX messages_references ON messages USING gin ("references");
 `,
   },
+  {
+    version: 21,
+    name: "session trace context",
+    sql: `
+-- The W3C traceparent of the email a session was created for, so an agent's reply (sent much
+-- later, from an HTTP request) continues the email's trace.
+ALTER TABLE sessions ADD COLUMN traceparent text;
+`,
+  },
 ];

@@ -1,7 +1,7 @@
 import { findMailbox, resolveSecret, type PostroomConfig, type Tenant } from "@postroom/config";
 import { MailArchived, type Names, type SendRequested, type SessionAssigned, type SessionCompleted, type SessionOffered } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
-import { ack, DurableConsumer, jetStreamOf, publishJson, type NatsConnection, type Verdict } from "@postroom/nats-kit";
+import { ack, DurableConsumer, jetStreamOf, publishJson, traceHeaders, type NatsConnection, type Verdict } from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
@@ -176,6 +176,8 @@ export class AsdBridge implements AgentActions {
       queue: decision.queue,
       acd: ref.tenant.acd.type,
       warnings,
+      // The consumer runs this handler inside the archived event's trace.
+      ...pick(traceHeaders(), "traceparent"),
     });
     if (session.state !== "created") return ack; // offered before: a redelivery or a restart
 
@@ -408,7 +410,12 @@ export class AsdBridge implements AgentActions {
   }
 
   async send(command: SendRequested): Promise<void> {
-    await publishJson(this.#js, this.o.names.subjects.mailSend(command.tenant, command.mailbox), command, { msgId: command.commandId });
+    // An agent's reply continues the trace of the email it answers, though it starts from an HTTP request.
+    const traceparent = command.sessionId ? await this.#sessions.traceparent(command.sessionId) : undefined;
+    await publishJson(this.#js, this.o.names.subjects.mailSend(command.tenant, command.mailbox), command, {
+      msgId: command.commandId,
+      ...(traceparent ? { headers: { traceparent } } : {}),
+    });
   }
 
   /** The webhook ACD reports what happened to a session; signed, and applied once per event id. */
@@ -463,4 +470,9 @@ export class AsdBridge implements AgentActions {
 
 function linkSignature(secret: string, tenant: string, sessionId: string, expires: number): string {
   return createHmac("sha256", secret).update(`email-link.${tenant}.${sessionId}.${expires}`).digest("hex");
+}
+
+function pick(headers: Record<string, string>, name: string): { traceparent?: string } {
+  const value = headers[name];
+  return value ? { traceparent: value } : {};
 }

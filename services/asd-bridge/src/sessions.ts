@@ -13,15 +13,24 @@ export class SessionStore {
   constructor(private readonly pool: Pool) {}
 
   /** Creates the session for a message, or returns the one that exists. */
-  async createOrGet(input: { tenant: string; mailbox: string; messageId: string; queue: string; acd: string; warnings: string[] }): Promise<SessionRow> {
+  async createOrGet(input: {
+    tenant: string;
+    mailbox: string;
+    messageId: string;
+    queue: string;
+    acd: string;
+    warnings: string[];
+    /** The email's trace context, kept so the agent's reply continues the same trace. */
+    traceparent?: string;
+  }): Promise<SessionRow> {
     const id = randomUUID();
     const client = await this.pool.connect();
     try {
       await client.query("BEGIN");
       const r = await client.query<{ id: string }>(
-        `INSERT INTO sessions (id, tenant, mailbox, message_id, queue, acd, state, warnings)
-         VALUES ($1, $2, $3, $4, $5, $6, 'created', $7) ON CONFLICT (message_id) DO NOTHING RETURNING id`,
-        [id, input.tenant, input.mailbox, input.messageId, input.queue, input.acd, input.warnings],
+        `INSERT INTO sessions (id, tenant, mailbox, message_id, queue, acd, state, warnings, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, 'created', $7, $8) ON CONFLICT (message_id) DO NOTHING RETURNING id`,
+        [id, input.tenant, input.mailbox, input.messageId, input.queue, input.acd, input.warnings, input.traceparent ?? null],
       );
       if (r.rows[0]) {
         await client.query("INSERT INTO session_events (session_id, state) VALUES ($1, 'created')", [id]);
@@ -112,6 +121,12 @@ export class SessionStore {
       [tenant, agent],
     );
     return r.rows;
+  }
+
+  /** The trace context stored with a session, if any. */
+  async traceparent(sessionId: string): Promise<string | undefined> {
+    const r = await this.pool.query<{ traceparent: string | null }>("SELECT traceparent FROM sessions WHERE id = $1", [sessionId]);
+    return r.rows[0]?.traceparent ?? undefined;
   }
 }
 
