@@ -1,7 +1,11 @@
 #!/usr/bin/env node
+import { archiveSettingsFor } from "@postroom/config";
 import { consumerLagReader } from "@postroom/nats-kit";
 import { runPostroomService } from "@postroom/runtime";
 import { Archiver } from "./archiver.js";
+
+/** How often the archive gauges are refreshed from the disk guards' own measurements. */
+const DISK_METRICS_EVERY_MS = 15_000;
 
 await runPostroomService({
   name: "archiver",
@@ -16,6 +20,30 @@ await runPostroomService({
         { stream: names.streams.mail, durable: names.consumers.archiverSent(tenant) },
       ]),
     );
-    return archiver;
+    // Usage, quota and free space as gauges, so the disk dashboard moves before any alert fires.
+    const tenantsByRoot = new Map<string, Set<string>>();
+    for (const t of config.tenants) {
+      if (tenant !== undefined && t.id !== tenant) continue;
+      for (const m of t.mailboxes) {
+        const root = archiveSettingsFor(config, m).path;
+        tenantsByRoot.set(root, (tenantsByRoot.get(root) ?? new Set()).add(t.id));
+      }
+    }
+    const publishDisks = () => {
+      for (const disk of archiver.stats.disks()) {
+        for (const t of tenantsByRoot.get(disk.root) ?? []) {
+          telemetry.metrics.archiveUsage(t, { usedBytes: disk.usedBytes, freeBytes: disk.fsFreeBytes, quotaBytes: disk.quotaBytes });
+        }
+      }
+    };
+    publishDisks();
+    const timer = setInterval(publishDisks, DISK_METRICS_EVERY_MS);
+    timer.unref();
+    return {
+      async stop() {
+        clearInterval(timer);
+        await archiver.stop();
+      },
+    };
   },
 });
