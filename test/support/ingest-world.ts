@@ -138,11 +138,17 @@ export class IngestWorld {
   static async create(
     prefix: string,
     mailboxes: WorldMailbox[],
-    options: { services?: ServiceName[]; env?: Record<string, string>; tweak?: (c: PostroomConfigInput, world: IngestWorld) => void } = {},
+    options: {
+      services?: ServiceName[];
+      env?: Record<string, string>;
+      tweak?: (c: PostroomConfigInput, world: IngestWorld) => void;
+      /** Appended to Dovecot's config (e.g. connection limits for a thousand mailboxes). */
+      dovecotConfig?: string;
+    } = {},
   ): Promise<IngestWorld> {
     const w = new IngestWorld();
     w.dir = tempDir(prefix);
-    w.dovecot = await startDovecot({ users: mailboxes.map((m) => ({ user: m.user, password: m.password })), extraConfig: AUDIT_DOVECOT_CONFIG });
+    w.dovecot = await startDovecot({ users: mailboxes.map((m) => ({ user: m.user, password: m.password })), extraConfig: AUDIT_DOVECOT_CONFIG + (options.dovecotConfig ?? "") });
     w.db = await createTestDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
