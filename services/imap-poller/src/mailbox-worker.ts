@@ -190,6 +190,9 @@ export class MailboxWorker implements Worker {
         if (!this.#needsAdminNow) await this.#setState("connecting");
         const credential = await this.o.credentials.get(this.o.tenant.id, this.o.mailbox.id, "imap", rejectedOnce);
         client = this.#newClient(credential);
+        // Known before it connects, so an abort (lease lost) can drop even a login in progress.
+        this.#client = client;
+        if (this.#stopped) break;
         const closed = new Promise<void>((resolve) => client!.once("close", () => resolve()));
         client.on("error", (error: Error) => this.#log.warn({ problem: error.message }, "imap connection error"));
         await withDeadline(client.connect(), (this.o.timeoutMs ?? 30_000) * 2, "IMAP connect and login").catch((e: unknown) => {
@@ -197,7 +200,6 @@ export class MailboxWorker implements Worker {
           throw e;
         });
         await this.#op(client, client.mailboxOpen(this.o.mailbox.inbound.folder), "SELECT");
-        this.#client = client;
         rejectedOnce = false;
         this.#needsAdminNow = false;
         client.on("exists", () => this.kick());
