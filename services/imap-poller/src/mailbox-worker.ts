@@ -146,8 +146,13 @@ export class MailboxWorker implements Worker {
 
   /** Checks now instead of at the next interval (new mail announced by IDLE). */
   kick(): void {
+    // Remembered when no sleep is under way: new mail announced while a check runs (after its
+    // SEARCH) must start another check at once, not wait for the next interval.
+    this.#kicked = true;
     this.#wake?.();
   }
+
+  #kicked = false;
 
   async stop(): Promise<void> {
     // Stop the commit consumer first so no after-import action starts on a closing connection,
@@ -204,6 +209,7 @@ export class MailboxWorker implements Worker {
         this.#needsAdminNow = false;
         client.on("exists", () => this.kick());
         while (!this.#stopped && client.usable) {
+          this.#kicked = false;
           await this.#check(client);
           this.#backoff.reset();
           const interval = this.o.mailbox.inbound.checkIntervalSeconds * 1000;
@@ -213,7 +219,7 @@ export class MailboxWorker implements Worker {
             continue;
           }
           await this.#setState("idle");
-          await this.#sleep(interval, closed);
+          if (!this.#kicked) await this.#sleep(interval, closed);
         }
       } catch (error) {
         if (this.#stopped) break;
