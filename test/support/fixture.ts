@@ -53,6 +53,8 @@ export class E2eWorld {
       nats: { url: natsUrl(), namespace: w.namespace },
       database: { url: w.db.url },
       archive: { path: join(w.dir.path, "archive") },
+      // Any free port: several worlds (and other test files) run on one machine.
+      agentApi: { host: "127.0.0.1", port: 0 },
       tenants: [
         {
           id: "acme",

@@ -54,11 +54,18 @@ export class PostroomSystem {
       env: { ...process.env, ...this.o.env, ...extraEnv, POSTROOM_CONFIG: this.#configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    const collect = (data: Buffer) => {
-      for (const line of data.toString("utf8").split("\n")) if (line.trim()) this.logs.push({ service: name, line });
+    // A chunk may end in the middle of a line: keep the tail until its newline arrives, so tests
+    // that look for a log line never see it cut in two.
+    const collector = () => {
+      let partial = "";
+      return (data: Buffer) => {
+        const lines = (partial + data.toString("utf8")).split("\n");
+        partial = lines.pop() ?? "";
+        for (const line of lines) if (line.trim()) this.logs.push({ service: name, line });
+      };
     };
-    child.stdout!.on("data", collect);
-    child.stderr!.on("data", collect);
+    child.stdout!.on("data", collector());
+    child.stderr!.on("data", collector());
     child.once("exit", () => this.#children.delete(name));
     this.#children.set(name, child);
   }
