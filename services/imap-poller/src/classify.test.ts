@@ -23,3 +23,19 @@ test("backoff grows, is capped, and starts again after reset", () => {
   const jittered = new Backoff(1000, 8000, () => 0);
   assert.equal(jittered.next(), 500, "jitter never goes below half the ceiling");
 });
+
+test("after a failure: one fresh credential, then needs-admin; token-service's verdict is final; the rest backs off", async () => {
+  const { decideFailure } = await import("./classify.js");
+  const { CredentialUnavailableError } = await import("@postroom/nats-kit");
+  const refused = { authenticationFailed: true, responseText: "[AUTHENTICATIONFAILED] Authentication failed." };
+  assert.equal(decideFailure(refused, { rejectedOnce: false, needsAdminNow: false }).action, "refresh-credential");
+  const second = decideFailure(refused, { rejectedOnce: true, needsAdminNow: false });
+  assert.equal(second.action, "needs-admin");
+  assert.equal(second.action === "needs-admin" && second.message, "[AUTHENTICATIONFAILED] Authentication failed.", "the server's own words");
+  assert.equal(decideFailure(refused, { rejectedOnce: false, needsAdminNow: true }).action, "needs-admin", "no fast retry while an administrator is needed");
+  const admin = decideFailure(new CredentialUnavailableError("needs-admin", "AADSTS7000215: Invalid client secret", "AADSTS7000215", "use the secret Value"), { rejectedOnce: false, needsAdminNow: false });
+  assert.deepEqual(admin, { action: "needs-admin", message: "AADSTS7000215: Invalid client secret", code: "AADSTS7000215", fix: "use the secret Value", rejectedOnce: false });
+  assert.equal(decideFailure(new CredentialUnavailableError("no-answer", "token-service did not answer"), { rejectedOnce: false, needsAdminNow: false }).action, "back-off");
+  const throttled = decideFailure({ responseText: "Request is throttled. Suggested Backoff Time: 3000 milliseconds" }, { rejectedOnce: false, needsAdminNow: false });
+  assert.deepEqual(throttled, { action: "back-off", text: "Request is throttled. Suggested Backoff Time: 3000 milliseconds", code: "throttled", retryAfterMs: 3000 });
+});

@@ -1,3 +1,5 @@
+import { CredentialUnavailableError } from "@postroom/nats-kit";
+
 /**
  * Decides what a failed connection or command means for the mailbox. Pure, so it is tested on
  * the real texts servers send.
@@ -22,4 +24,38 @@ export function classifyImapError(error: unknown): Failure {
     return { kind: "auth", text };
   }
   return { kind: "transient", text };
+}
+
+/** What a mailbox worker does after a failed connection or check. */
+export type FailureAction =
+  /** Log in again at once with a fresh credential (the server refused the last one). */
+  | { action: "refresh-credential"; text: string }
+  /** Report needs-admin and retry only slowly; `rejectedOnce` is what the next attempt starts with. */
+  | { action: "needs-admin"; message: string; code: string | null; fix: string | null; rejectedOnce: boolean }
+  /** Back off (capped exponential, or the server's own suggestion) and try again. */
+  | { action: "back-off"; text: string; code: string; retryAfterMs?: number };
+
+/**
+ * The one decision both the IMAP and the POP3 worker make after a failure: a refused login gets
+ * one immediate retry with a fresh credential, then only the slow needs-admin retry (each with a
+ * fresh credential again, so a fixed password or a re-granted app is picked up without a restart);
+ * token-service saying an administrator is needed goes straight there; anything else backs off.
+ */
+export function decideFailure(error: unknown, state: { rejectedOnce: boolean; needsAdminNow: boolean }): FailureAction {
+  // token-service itself says an administrator must act (bad secret, AADSTS catalogue, …).
+  if (error instanceof CredentialUnavailableError && error.kind !== "transient" && error.kind !== "no-answer") {
+    return { action: "needs-admin", message: error.message, code: error.code, fix: error.fix, rejectedOnce: false };
+  }
+  const failure = classifyImapError(error);
+  if (failure.kind === "auth") {
+    if (!state.rejectedOnce && !state.needsAdminNow) return { action: "refresh-credential", text: failure.text };
+    return {
+      action: "needs-admin",
+      message: failure.text,
+      code: "auth-failed",
+      fix: "check the mailbox's password or OAuth grant, then fix the config",
+      rejectedOnce: true,
+    };
+  }
+  return { action: "back-off", text: failure.text, code: failure.kind, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) };
 }

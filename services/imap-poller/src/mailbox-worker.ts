@@ -2,7 +2,6 @@ import type { Mailbox, Tenant } from "@postroom/config";
 import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import {
   ack,
-  CredentialUnavailableError,
   DurableConsumer,
   publishJson,
   type CredentialClient,
@@ -15,7 +14,7 @@ import {
 import type { Logger } from "@postroom/telemetry";
 import { ImapFlow, type FetchMessageObject } from "imapflow";
 import { Backoff } from "./backoff.js";
-import { classifyImapError } from "./classify.js";
+import { decideFailure } from "./classify.js";
 import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
 import { withDeadline } from "./lease.js";
 import { storeRaw } from "./raw-store.js";
@@ -233,26 +232,22 @@ export class MailboxWorker implements Worker {
 
   /** Returns the new value of "a fresh credential was already asked for". */
   async #handleFailure(error: unknown, rejectedOnce: boolean): Promise<boolean> {
-    if (error instanceof CredentialUnavailableError && error.kind !== "transient" && error.kind !== "no-answer") {
-      await this.#needsAdmin(error.message, error.code, error.fix);
-      return false;
-    }
-    const failure = classifyImapError(error);
-    if (failure.kind === "auth") {
-      // One immediate retry with a fresh credential; after that only the slow needs-admin retry,
-      // each with a fresh credential again (a fixed password or re-granted app is picked up).
-      if (!rejectedOnce && !this.#needsAdminNow) {
-        this.#log.warn({ problem: failure.text }, "server refused the credential; asking token-service for a fresh one");
+    const decision = decideFailure(error, { rejectedOnce, needsAdminNow: this.#needsAdminNow });
+    switch (decision.action) {
+      case "refresh-credential":
+        this.#log.warn({ problem: decision.text }, "server refused the credential; asking token-service for a fresh one");
         return true;
+      case "needs-admin":
+        await this.#needsAdmin(decision.message, decision.code, decision.fix);
+        return decision.rejectedOnce;
+      case "back-off": {
+        const delay = decision.retryAfterMs ?? this.#backoff.next();
+        await this.#setState("backing-off", { message: decision.text, code: decision.code, fix: null });
+        this.#log.warn({ problem: decision.text, retryInMs: delay }, "mailbox check failed; backing off");
+        await this.#sleep(delay);
+        return rejectedOnce;
       }
-      await this.#needsAdmin(failure.text, "auth-failed", "check the mailbox's password or OAuth grant, then fix the config");
-      return true;
     }
-    const delay = failure.retryAfterMs ?? this.#backoff.next();
-    await this.#setState("backing-off", { message: failure.text, code: failure.kind, fix: null });
-    this.#log.warn({ problem: failure.text, retryInMs: delay }, "mailbox check failed; backing off");
-    await this.#sleep(delay);
-    return rejectedOnce;
   }
 
   async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
