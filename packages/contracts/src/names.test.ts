@@ -135,3 +135,10 @@ test("a mailbox that has not completed a check within three intervals is stalled
   assert.equal(isStalled({ ...base, state: "needs-admin" }, 60, new Date("2026-11-28T11:00:00.000Z")), false);
   assert.equal(isStalled({ ...base, lastCheckAt: null, startedAt: "2026-11-28T10:00:00.000Z" }, 10, new Date("2026-11-28T10:00:31.000Z")), true);
 });
+
+test("raw bytes outlive the events that point at them", async () => {
+  const { RAW_MAIL_TTL_MS, MAIL_EVENTS_MAX_AGE_MS } = await import("./streams.js");
+  assert.ok(RAW_MAIL_TTL_MS > MAIL_EVENTS_MAX_AGE_MS);
+  const mail = streamDefinitions(names(), { mailMaxAgeMs: 365 * 24 * 3600 * 1000 }).find((d) => d.name === "POSTROOM_MAIL")!;
+  assert.ok(mail.max_age <= RAW_MAIL_TTL_MS * 1_000_000, "a longer configured event age is capped at the raw bytes' TTL");
+});

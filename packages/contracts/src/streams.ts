@@ -32,6 +32,17 @@ export interface StreamDefinition {
 const MS = 1_000_000; // nanoseconds per millisecond
 const DAY = 24 * 60 * 60 * 1000;
 
+/** How long mail events stay in the MAIL stream unless configured otherwise. */
+export const MAIL_EVENTS_MAX_AGE_MS = 14 * DAY;
+
+/**
+ * How long raw bytes wait in the raw-mail object store. The archiver deletes each object once it
+ * is committed, so this only cleans up after a crash — and it must outlive the received event that
+ * points at it: were the bytes to expire first (an archive paused for a week, say), the event would
+ * arrive at an archiver with nothing to store, while the poller has already moved past that UID.
+ */
+export const RAW_MAIL_TTL_MS = MAIL_EVENTS_MAX_AGE_MS + 7 * DAY;
+
 /** Every JetStream stream Postroom needs. Services call nats-kit's `ensureStreams` with this. */
 export function streamDefinitions(n: Names, options: StreamOptions = {}): StreamDefinition[] {
   const replicas = options.replicas ?? 1;
@@ -52,7 +63,7 @@ export function streamDefinitions(n: Names, options: StreamOptions = {}): Stream
       description: "Mail lifecycle events: received, archived, sent, send-failed",
       subjects: [w.mailReceived(), w.mailArchived(), w.mailSent(), w.mailSendFailed()],
       retention: "limits",
-      max_age: (options.mailMaxAgeMs ?? 14 * DAY) * MS,
+      max_age: Math.min(options.mailMaxAgeMs ?? MAIL_EVENTS_MAX_AGE_MS, RAW_MAIL_TTL_MS) * MS,
     },
     {
       ...common,

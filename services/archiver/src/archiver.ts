@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { archiveSettingsFor, findMailbox, type ArchiveSettings, type PostroomConfig } from "@postroom/config";
-import { MailReceived, MailSent, type MailArchived, type Names, type ObjectRef } from "@postroom/contracts";
+import { MailReceived, MailSent, RAW_MAIL_TTL_MS, type MailArchived, type Names, type ObjectRef } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
 import {
   ack,
@@ -134,7 +134,7 @@ export class Archiver {
         m.address,
       ]);
     }
-    this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: 7 * 24 * 3600 * 1000 });
+    this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: RAW_MAIL_TTL_MS });
     const control = await openKv(nc, names.buckets.control, { replicas: config.nats.replicas });
     for (const [root, { settings, mailboxes: guarded }] of byRoot) {
       await cleanStaging(root);

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { allMailboxes, type Mailbox, type PostroomConfig, type Tenant } from "@postroom/config";
-import type { Names } from "@postroom/contracts";
+import { RAW_MAIL_TTL_MS, type Names } from "@postroom/contracts";
 import { CredentialClient, jetStreamOf, openKv, openObjectStore, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { DEFAULT_LEASE_TIMING, LeaseManager, type LeaseTarget, type LeaseTiming } from "./lease.js";
@@ -53,7 +53,7 @@ export class Poller {
     const ingested = await openKv(nc, names.buckets.ingested, { replicas });
     const leasesKv = await openKv(nc, names.buckets.leases, { replicas, ttlMs: timing.ttlMs });
     // Raw messages wait here until archived; a week's TTL cleans up after any crash.
-    const rawStore = await openObjectStore(nc, names.buckets.rawMail, { replicas, ttlMs: 7 * 24 * 3600 * 1000 });
+    const rawStore = await openObjectStore(nc, names.buckets.rawMail, { replicas, ttlMs: RAW_MAIL_TTL_MS });
     const credentials = new CredentialClient(nc, names);
     const js = jetStreamOf(nc);
     const byKey = new Map<string, { tenant: Tenant; mailbox: Mailbox }>();

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { findMailbox, type Mailbox, type PostroomConfig } from "@postroom/config";
-import { SendRequested, type Credential, type MailboxStatus, type MailSent, type Names, type ObjectRef, type SendFailed } from "@postroom/contracts";
+import { RAW_MAIL_TTL_MS, SendRequested, type Credential, type MailboxStatus, type MailSent, type Names, type ObjectRef, type SendFailed } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
 import {
   ack,
@@ -155,7 +155,7 @@ export class SmtpSender {
 
   async start(): Promise<void> {
     const { nc, names, tenant, config } = this.o;
-    this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: 7 * 24 * 3600 * 1000 });
+    this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: RAW_MAIL_TTL_MS });
     this.#status = await openKv(nc, names.buckets.mailboxStatus, { replicas: config.nats.replicas });
     this.#consumer = new DurableConsumer({
       nc,
