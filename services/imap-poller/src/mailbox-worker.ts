@@ -1,5 +1,5 @@
 import type { Mailbox, Tenant } from "@postroom/config";
-import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import { MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import {
   ack,
   DurableConsumer,
@@ -13,8 +13,7 @@ import {
 } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { ImapFlow, type FetchMessageObject } from "imapflow";
-import { Backoff } from "./backoff.js";
-import { decideFailure } from "./classify.js";
+import { ingestPausedReason, Recovery } from "./recovery.js";
 import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
 import { withDeadline } from "./lease.js";
 import { storeRaw } from "./raw-store.js";
@@ -52,12 +51,7 @@ export interface Worker {
   abort(): Promise<void>;
 }
 
-/**
- * After a refused login and a refused fresh credential, one attempt every 20 s: at most three a
- * minute (a provider never sees a storm and never locks the account for it), yet a password fixed
- * in the config is picked up within 20 s, without a restart.
- */
-export const NEEDS_ADMIN_RETRY_MS = 20_000;
+export { NEEDS_ADMIN_RETRY_MS } from "./recovery.js";
 
 /** Persisted per folder: where the next check starts. */
 interface Cursor {
@@ -89,14 +83,19 @@ export class MailboxWorker implements Worker {
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
-  readonly #backoff = new Backoff(1000, 60_000);
   /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
-  #needsAdminNow = false;
   #status: MailboxStatus;
   readonly #log: Logger;
+  readonly #recovery: Recovery;
 
   constructor(private readonly o: MailboxWorkerOptions) {
     this.#log = o.logger.child({ tenant: o.tenant.id, mailbox: o.mailbox.id });
+    this.#recovery = new Recovery({
+      log: this.#log,
+      setState: (state, error) => this.#setState(state, error),
+      sleep: (ms) => this.#sleep(ms),
+      ...(o.needsAdminRetryMs !== undefined ? { needsAdminRetryMs: o.needsAdminRetryMs } : {}),
+    });
     this.#status = {
       version: "v1",
       tenant: o.tenant.id,
@@ -191,7 +190,7 @@ export class MailboxWorker implements Worker {
     while (!this.#stopped) {
       let client: ImapFlow | undefined;
       try {
-        if (!this.#needsAdminNow) await this.#setState("connecting");
+        if (!this.#recovery.needsAdminNow) await this.#setState("connecting");
         const credential = await this.o.credentials.get(this.o.tenant.id, this.o.mailbox.id, "imap", rejectedOnce);
         client = this.#newClient(credential);
         // Known before it connects, so an abort (lease lost) can drop even a login in progress.
@@ -205,12 +204,12 @@ export class MailboxWorker implements Worker {
         });
         await this.#op(client, client.mailboxOpen(this.o.mailbox.inbound.folder), "SELECT");
         rejectedOnce = false;
-        this.#needsAdminNow = false;
+        this.#recovery.needsAdminNow = false;
         client.on("exists", () => this.kick());
         while (!this.#stopped && client.usable) {
           this.#kicked = false;
           await this.#check(client);
-          this.#backoff.reset();
+          this.#recovery.backoff.reset();
           const interval = this.o.mailbox.inbound.checkIntervalSeconds * 1000;
           if (this.#status.state === "paused") {
             // Look again soon: the pause ends as soon as the archiver has room.
@@ -222,7 +221,7 @@ export class MailboxWorker implements Worker {
         }
       } catch (error) {
         if (this.#stopped) break;
-        await this.#handleFailure(error, rejectedOnce).then((r) => (rejectedOnce = r));
+        await this.#recovery.afterFailure(error, rejectedOnce).then((r) => (rejectedOnce = r));
       } finally {
         if (this.#client === client) this.#client = undefined;
         if (client?.usable) await client.logout().catch(() => client?.close());
@@ -230,34 +229,6 @@ export class MailboxWorker implements Worker {
     }
   }
 
-  /** Returns the new value of "a fresh credential was already asked for". */
-  async #handleFailure(error: unknown, rejectedOnce: boolean): Promise<boolean> {
-    const decision = decideFailure(error, { rejectedOnce, needsAdminNow: this.#needsAdminNow });
-    switch (decision.action) {
-      case "refresh-credential":
-        this.#log.warn({ problem: decision.text }, "server refused the credential; asking token-service for a fresh one");
-        return true;
-      case "needs-admin":
-        await this.#needsAdmin(decision.message, decision.code, decision.fix);
-        return decision.rejectedOnce;
-      case "back-off": {
-        const delay = decision.retryAfterMs ?? this.#backoff.next();
-        await this.#setState("backing-off", { message: decision.text, code: decision.code, fix: null });
-        this.#log.warn({ problem: decision.text, retryInMs: delay }, "mailbox check failed; backing off");
-        await this.#sleep(delay);
-        return rejectedOnce;
-      }
-    }
-  }
-
-  async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
-    this.#needsAdminNow = true;
-    await this.#setState("needs-admin", { message, code, fix });
-    this.#log.error({ problem: message, code, fix }, "mailbox needs an administrator");
-    // Slow, fixed retry: a fixed password or grant is picked up without a restart, and the
-    // provider is never hammered (see NEEDS_ADMIN_RETRY_MS).
-    await this.#sleep(this.o.needsAdminRetryMs ?? NEEDS_ADMIN_RETRY_MS);
-  }
 
   #newClient(credential: Awaited<ReturnType<CredentialClient["get"]>>): ImapFlow {
     const inbound = this.o.mailbox.inbound;
@@ -315,16 +286,9 @@ export class MailboxWorker implements Worker {
     return cursor;
   }
 
-  /** The archiver's pause, if it has asked for one (archive full): mail then stays on the server. */
-  async #pausedReason(): Promise<string | undefined> {
-    const entry = await this.o.controlKv.get(ingestKey(this.o.tenant.id, this.o.mailbox.id));
-    if (!entry?.value.length) return undefined;
-    const control = IngestControl.safeParse(entry.json());
-    return control.success && control.data.paused ? (control.data.reason ?? "paused by the archiver") : undefined;
-  }
 
   async #check(client: ImapFlow): Promise<void> {
-    const paused = await this.#pausedReason();
+    const paused = await ingestPausedReason(this.o.controlKv, this.o.tenant.id, this.o.mailbox.id);
     if (paused) {
       await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
       return;

@@ -1,9 +1,8 @@
-import { IngestControl, ingestKey, MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import { MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
 import { ack, DurableConsumer, publishJson, type Verdict } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
-import { Backoff } from "./backoff.js";
-import { decideFailure } from "./classify.js";
-import { NEEDS_ADMIN_RETRY_MS, type MailboxWorkerOptions, type Worker } from "./mailbox-worker.js";
+import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
+import { ingestPausedReason, Recovery } from "./recovery.js";
 import { Pop3Client } from "./pop3-client.js";
 import { storeRaw } from "./raw-store.js";
 import { withDeadline } from "./lease.js";
@@ -29,14 +28,19 @@ export class Pop3Worker implements Worker {
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
   #seen: Map<string, SeenState> | undefined;
-  readonly #backoff = new Backoff(1000, 60_000);
   /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
-  #needsAdminNow = false;
   #status: MailboxStatus;
   readonly #log: Logger;
+  readonly #recovery: Recovery;
 
   constructor(private readonly o: MailboxWorkerOptions) {
     this.#log = o.logger.child({ tenant: o.tenant.id, mailbox: o.mailbox.id, protocol: "pop3" });
+    this.#recovery = new Recovery({
+      log: this.#log,
+      setState: (state, error) => this.#setState(state, error),
+      sleep: (ms) => this.#sleep(ms),
+      ...(o.needsAdminRetryMs !== undefined ? { needsAdminRetryMs: o.needsAdminRetryMs } : {}),
+    });
     const now = new Date().toISOString();
     this.#status = {
       version: "v1",
@@ -164,23 +168,23 @@ export class Pop3Worker implements Worker {
     while (!this.#stopped) {
       try {
         this.#kicked = false;
-        const paused = await this.#pausedReason();
+        const paused = await ingestPausedReason(this.o.controlKv, this.o.tenant.id, this.o.mailbox.id);
         if (paused) {
           await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
           await this.#sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
           continue;
         }
-        if (!this.#needsAdminNow) await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
+        if (!this.#recovery.needsAdminNow) await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
         await this.#session(rejectedOnce);
         rejectedOnce = false;
-        this.#needsAdminNow = false;
-        this.#backoff.reset();
+        this.#recovery.needsAdminNow = false;
+        this.#recovery.backoff.reset();
         this.#status.lastCheckAt = new Date().toISOString();
         await this.#setState("idle");
         if (!this.#kicked) await this.#sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
       } catch (error) {
         if (this.#stopped) break;
-        rejectedOnce = await this.#handleFailure(error, rejectedOnce);
+        rejectedOnce = await this.#recovery.afterFailure(error, rejectedOnce);
       }
     }
   }
@@ -258,39 +262,7 @@ export class Pop3Worker implements Worker {
     }
   }
 
-  async #pausedReason(): Promise<string | undefined> {
-    const entry = await this.o.controlKv.get(ingestKey(this.o.tenant.id, this.o.mailbox.id));
-    if (!entry?.value.length) return undefined;
-    const control = IngestControl.safeParse(entry.json());
-    return control.success && control.data.paused ? (control.data.reason ?? "paused by the archiver") : undefined;
-  }
 
-  /** Returns the new value of "a fresh credential was already asked for". */
-  async #handleFailure(error: unknown, rejectedOnce: boolean): Promise<boolean> {
-    const decision = decideFailure(error, { rejectedOnce, needsAdminNow: this.#needsAdminNow });
-    switch (decision.action) {
-      case "refresh-credential":
-        this.#log.warn({ problem: decision.text }, "server refused the credential; asking token-service for a fresh one");
-        return true;
-      case "needs-admin":
-        await this.#needsAdmin(decision.message, decision.code, decision.fix);
-        return decision.rejectedOnce;
-      case "back-off": {
-        const delay = decision.retryAfterMs ?? this.#backoff.next();
-        await this.#setState("backing-off", { message: decision.text, code: decision.code, fix: null });
-        this.#log.warn({ problem: decision.text, retryInMs: delay }, "mailbox check failed; backing off");
-        await this.#sleep(delay);
-        return rejectedOnce;
-      }
-    }
-  }
-
-  async #needsAdmin(message: string, code: string | null, fix: string | null): Promise<void> {
-    this.#needsAdminNow = true;
-    await this.#setState("needs-admin", { message, code, fix });
-    this.#log.error({ problem: message, code, fix }, "mailbox needs an administrator");
-    await this.#sleep(this.o.needsAdminRetryMs ?? NEEDS_ADMIN_RETRY_MS);
-  }
 
   async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
     if (this.#aborted) return;
