@@ -194,9 +194,11 @@ test("one email's trace has spans from imap-poller, archiver, asd-bridge and, fo
 test("/metrics of every service shows the operators' metrics with values that match what happened", async () => {
   // Two more emails (three in all with the traced one) and the offers they lead to.
   for (const n of [2, 3]) await w.dovecot.appendMessage(SUPPORT, customerEmail({ to: SUPPORT, subject: `Metrics ${n}` }));
-  await waitFor(async () => Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM sessions"))[0]!.n) >= 3, {
+  // Wait for the offers themselves, not just the session rows: a session is created a moment
+  // before it is offered, and counting in between would undercount what the bridge observes.
+  await waitFor(async () => Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM sessions WHERE offered_at IS NOT NULL"))[0]!.n) >= 3, {
     timeoutMs: 30_000,
-    what: `three sessions\n${w.system.dump()}`,
+    what: `three sessions offered\n${w.system.dump()}`,
   });
   const offered = Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM sessions WHERE offered_at IS NOT NULL"))[0]!.n);
   const archivedRows = Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM messages WHERE direction = 'inbound'"))[0]!.n);
