@@ -1,8 +1,10 @@
 import type { Mailbox, Tenant } from "@postroom/config";
-import { MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import type { MailArchived} from "@postroom/contracts";
+import { messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import type {
+  DurableConsumer} from "@postroom/nats-kit";
 import {
   ack,
-  DurableConsumer,
   publishJson,
   type CredentialClient,
   type JetStreamClient,
@@ -13,6 +15,7 @@ import {
 } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { ImapFlow, type FetchMessageObject } from "imapflow";
+import { commitConsumer } from "./commit-consumer.js";
 import { ingestPausedReason, Recovery } from "./recovery.js";
 import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
 import { withDeadline } from "./lease.js";
@@ -124,20 +127,7 @@ export class MailboxWorker implements Worker {
   }
 
   async start(): Promise<void> {
-    const { names, tenant, mailbox } = this.o;
-    this.#commit = new DurableConsumer({
-      nc: this.o.nc,
-      stream: names.streams.mail,
-      durable: names.consumers.pollerCommit(tenant.id, mailbox.id),
-      filterSubject: names.subjects.mailArchived(tenant.id, mailbox.id),
-      schema: MailArchived,
-      handler: (event) => this.#applyAfterImport(event),
-      // Several in flight: one action held by a replica that crashed (unacked until ackWait) must
-      // not hold up every later one. The actions are idempotent, so their order does not matter.
-      ackWaitMs: 30_000,
-      maxAckPending: 32,
-      onProblem: (p) => this.#log.warn({ subject: p.subject, reason: p.reason, action: p.action }, "after-import action deferred"),
-    });
+    this.#commit = commitConsumer(this.o, this.#log, (event) => this.#applyAfterImport(event));
     await this.#commit.start();
     this.#loop = this.#run();
   }

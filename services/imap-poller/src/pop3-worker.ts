@@ -1,7 +1,10 @@
-import { MailArchived, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
-import { ack, DurableConsumer, publishJson, type Verdict } from "@postroom/nats-kit";
+import type { MailArchived} from "@postroom/contracts";
+import { messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import type { DurableConsumer} from "@postroom/nats-kit";
+import { ack, publishJson, type Verdict } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
+import { commitConsumer } from "./commit-consumer.js";
 import { ingestPausedReason, Recovery } from "./recovery.js";
 import { Pop3Client } from "./pop3-client.js";
 import { storeRaw } from "./raw-store.js";
@@ -65,20 +68,7 @@ export class Pop3Worker implements Worker {
   }
 
   async start(): Promise<void> {
-    const { names, tenant, mailbox } = this.o;
-    this.#commit = new DurableConsumer({
-      nc: this.o.nc,
-      stream: names.streams.mail,
-      durable: names.consumers.pollerCommit(tenant.id, mailbox.id),
-      filterSubject: names.subjects.mailArchived(tenant.id, mailbox.id),
-      schema: MailArchived,
-      handler: (event) => this.#archived(event),
-      // Several in flight: one action held by a replica that crashed (unacked until ackWait) must
-      // not hold up every later one. The actions are idempotent, so their order does not matter.
-      ackWaitMs: 30_000,
-      maxAckPending: 32,
-      onProblem: (p) => this.#log.warn({ subject: p.subject, reason: p.reason, action: p.action }, "archived event deferred"),
-    });
+    this.#commit = commitConsumer(this.o, this.#log, (event) => this.#archived(event));
     await this.#commit.start();
     this.#loop = this.#run();
   }
