@@ -3,10 +3,13 @@
  *
  * Both send the same number of messages of the same body size to the same local SMTP server
  * (Postfix's `smtp-sink`, which accepts everything and keeps nothing, so the server is not the
- * bottleneck), with 1 and with 4 connections at a time, one message per connection — smtp-source's
- * default and what smtp-sender does (a fresh login per send). Postroom's figure is the whole path
- * of a send command: JetStream command → sends row → compose → object store → SMTP (AUTH PLAIN)
- * → "sent" row → mail.sent event → ack, with a real token-service answering credential requests.
+ * bottleneck), with 1 and with 4 connections at a time. smtp-sender keeps each mailbox's
+ * connections open and logged in, so the like-for-like baseline is `smtp-source -d` (the next
+ * message over the same connection); smtp-source's default, one message per connection, is
+ * printed beside it. Postroom's figure is the whole path of a send command: JetStream command →
+ * compose → sends row → SMTP on the pooled connection (logged in once with AUTH PLAIN, a real
+ * token-service answering the credential request) → "sent" row → archive copy in the object store
+ * → mail.sent event → ack.
  *
  *   node --conditions=source --import tsx bench/smtp-send.ts [messages] [bodyBytes]
  *
@@ -14,6 +17,7 @@
  */
 import { spawn, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { loadavg } from "node:os";
 import { promisify } from "node:util";
 import { PostroomConfig } from "@postroom/config";
 import { names as namesOf, streamDefinitions } from "@postroom/contracts";
@@ -39,15 +43,16 @@ async function startSink(): Promise<{ port: number; stop: () => void }> {
   return { port, stop: () => child.kill("SIGTERM") };
 }
 
-async function smtpSource(port: number, sessions: number): Promise<number> {
+async function smtpSource(port: number, sessions: number, reuse: boolean): Promise<number> {
   const started = performance.now();
-  await run(findBinary("smtp-source"), ["-s", String(sessions), "-m", String(COUNT), "-l", String(BODY), "-f", "support@acme.test", "-t", "ann@customer.test", `127.0.0.1:${port}`], {
+  await run(findBinary("smtp-source"), [...(reuse ? ["-d"] : []), "-s", String(sessions), "-m", String(COUNT), "-l", String(BODY), "-f", "support@acme.test", "-t", "ann@customer.test", `127.0.0.1:${port}`], {
     timeout: PHASE_LIMIT_MS,
   });
   return COUNT / ((performance.now() - started) / 1000);
 }
 
-async function postroom(port: number, concurrency: number): Promise<number> {
+/** Messages per second, and CPU per message of this process (sender, token-service, pg and NATS clients). */
+async function postroom(port: number, connections: number): Promise<{ rate: number; cpuMsPerMessage: number }> {
   const root = testNamespace("benchsmtp");
   const db = await createTestDatabase("benchsmtp");
   const names = namesOf(root);
@@ -83,7 +88,7 @@ async function postroom(port: number, concurrency: number): Promise<number> {
     await ensureStreams(nc, streamDefinitions(names, { replicas: 1 }));
     tokens = new CredentialService({ nc, names, config, logger, env: { BENCH_SMTP_PASSWORD: "pw" }, statusKv: await openKv(nc, names.buckets.mailboxStatus) });
     await tokens.start();
-    sender = new SmtpSender({ nc, names, config, pool, logger, concurrency, events: { onSent: () => void sent++ } });
+    sender = new SmtpSender({ nc, names, config, pool, logger, connectionsPerMailbox: connections, events: { onSent: () => void sent++ } });
     const js = jetStreamOf(nc);
     const text = randomBytes(Math.ceil((BODY * 3) / 4)).toString("base64").slice(0, BODY).replace(/(.{76})/g, "$1\n");
     // Queue every command first, then start the sender: the clock measures sending only.
@@ -101,9 +106,11 @@ async function postroom(port: number, concurrency: number): Promise<number> {
       }, { msgId: `bench-${i}` });
     }
     const started = performance.now();
+    const cpuAtStart = process.cpuUsage();
     await sender.start();
     await waitFor(() => sent >= COUNT, { timeoutMs: PHASE_LIMIT_MS, intervalMs: 20, what: `${COUNT} sends (have ${sent})` });
-    return COUNT / ((performance.now() - started) / 1000);
+    const cpu = process.cpuUsage(cpuAtStart);
+    return { rate: COUNT / ((performance.now() - started) / 1000), cpuMsPerMessage: (cpu.user + cpu.system) / 1000 / COUNT };
   } finally {
     await sender?.stop();
     await tokens?.stop();
@@ -116,18 +123,25 @@ async function postroom(port: number, concurrency: number): Promise<number> {
 
 const sink = await startSink();
 try {
-  const rows: { connections: number; postroom: number; smtpSource: number }[] = [];
+  const rows: { connections: number; postroom: number; cpuMs: number; reused: number; perConnection: number }[] = [];
+  const loads: string[] = [];
   for (const connections of [1, 4]) {
-    const reference = await smtpSource(sink.port, connections);
+    const reused = await smtpSource(sink.port, connections, true);
+    const perConnection = await smtpSource(sink.port, connections, false);
     const ours = await postroom(sink.port, connections);
-    rows.push({ connections, postroom: ours, smtpSource: reference });
+    rows.push({ connections, postroom: ours.rate, cpuMs: ours.cpuMsPerMessage, reused, perConnection });
+    loads.push(loadavg().map((l) => l.toFixed(2)).join(" "));
   }
-  console.log(`smtp-sender vs Postfix smtp-source: ${COUNT} messages, ${BODY}-byte body, one message per connection, to Postfix smtp-sink on loopback`);
-  console.log("connections | postroom msg/s | smtp-source msg/s | postroom / smtp-source");
-  for (const r of rows) {
-    console.log(`${String(r.connections).padStart(11)} | ${r.postroom.toFixed(1).padStart(14)} | ${r.smtpSource.toFixed(1).padStart(17)} | ${(r.postroom / r.smtpSource).toFixed(3)}`);
-  }
-  console.log(`postroom 4 vs 1 connections: ${(rows[1]!.postroom / rows[0]!.postroom).toFixed(2)}x; smtp-source: ${(rows[1]!.smtpSource / rows[0]!.smtpSource).toFixed(2)}x`);
+  console.log(`smtp-sender vs Postfix smtp-source: ${COUNT} messages, ${BODY}-byte body, to Postfix smtp-sink on loopback`);
+  console.log("connections | postroom msg/s | CPU ms/msg | smtp-source -d msg/s | ratio | smtp-source (1 msg/conn) msg/s | ratio | load average after");
+  rows.forEach((r, i) => {
+    console.log(
+      `${String(r.connections).padStart(11)} | ${r.postroom.toFixed(1).padStart(14)} | ${r.cpuMs.toFixed(2).padStart(10)} | ${r.reused.toFixed(1).padStart(20)} | ${(r.postroom / r.reused).toFixed(3)} | ${r.perConnection.toFixed(1).padStart(30)} | ${(r.postroom / r.perConnection).toFixed(3)} | ${loads[i]}`,
+    );
+  });
+  console.log(
+    `postroom 4 vs 1 connections: ${(rows[1]!.postroom / rows[0]!.postroom).toFixed(2)}x; smtp-source -d: ${(rows[1]!.reused / rows[0]!.reused).toFixed(2)}x; smtp-source: ${(rows[1]!.perConnection / rows[0]!.perConnection).toFixed(2)}x`,
+  );
 } finally {
   sink.stop();
 }

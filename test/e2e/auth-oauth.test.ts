@@ -173,7 +173,7 @@ test("imapflow logs in with OAUTHBEARER when Dovecot offers it too, using token-
   }
 });
 
-test("no secret value appears in any service log, the Dovecot or Postfix log, or the NATS traffic of this run", async () => {
+test("no secret value or access token appears in any service log, the Dovecot or Postfix log, or the NATS traffic of this run", async () => {
   await w.nc.flush();
   const logs = [...w.system.logs.map((l) => l.line), await w.dovecot.readLog(), await import("node:fs/promises").then((fs) => fs.readFile(w.postfix.info.logPath, "utf8"))];
   assert.ok(traffic.length > 100, `${traffic.length} NATS messages captured`);
@@ -181,4 +181,9 @@ test("no secret value appears in any service log, the Dovecot or Postfix log, or
     assert.ok(!logs.some((l) => l.includes(secret)), "a secret is in a log");
     assert.ok(!traffic.some((t) => t.includes(secret)), "a secret is in the NATS traffic");
   }
+  // Credential replies are sealed to the requesting process: the tokens token-service handed out
+  // cross the bus only inside sealed boxes.
+  assert.ok(w.idp.issuedTokens.length >= 8, `${w.idp.issuedTokens.length} tokens issued`);
+  for (const token of w.idp.issuedTokens) assert.ok(!traffic.some((t) => t.includes(token)), "an access token is in the NATS traffic");
+  assert.ok(traffic.some((t) => t.startsWith("_INBOX.") && t.includes('"sealed"')), "the credential replies were captured, sealed");
 });

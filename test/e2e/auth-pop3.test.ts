@@ -8,16 +8,19 @@ import { customerEmail } from "../support/mail.js";
 let w: AuthWorld;
 
 before(async () => {
-  w = await AuthWorld.create("authpop3");
-  // The same Microsoft 365 mailbox read a second time, over POP3, by the poller: the token comes
-  // from token-service and the login is SASL XOAUTH2, as Exchange Online's POP3 wants it.
-  const tenant = (w.config as PostroomConfigInput).tenants[0]!;
-  const imap = tenant.mailboxes[0]!;
-  tenant.mailboxes.push({
-    id: "support-pop",
-    address: MAILBOX,
-    inbound: { protocol: "pop3", host: "127.0.0.1", port: w.dovecot.info.pop3Port, tls: "none", checkIntervalSeconds: 2, pop3LeaveOnServer: true },
-    auth: { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: (imap.auth as { authorityHost: string }).authorityHost },
+  w = await AuthWorld.create("authpop3", {
+    // The same Microsoft 365 mailbox read a second time, over POP3, by the poller: the token comes
+    // from token-service and the login is SASL XOAUTH2, as Exchange Online's POP3 wants it.
+    tweak: (config: PostroomConfigInput, world) => {
+      const tenant = config.tenants[0]!;
+      const imap = tenant.mailboxes[0]!;
+      tenant.mailboxes.push({
+        id: "support-pop",
+        address: MAILBOX,
+        inbound: { protocol: "pop3", host: "127.0.0.1", port: world.dovecot.info.pop3Port, tls: "none", checkIntervalSeconds: 2, pop3LeaveOnServer: true },
+        auth: { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: (imap.auth as { authorityHost: string }).authorityHost },
+      });
+    },
   });
   await w.system.start();
   await w.mailboxReady();

@@ -24,7 +24,9 @@ const globex: WorldMailbox = { id: "g0", user: "g0@globex.test", password: "pw-g
 let w: IngestWorld;
 
 before(async () => {
-  w = await IngestWorld.create("ops-tenant-pollers", [...acme, globex]);
+  // On a secure bus, as the chart deploys them (natsUsers): the tenant's pollers log in as
+  // imap-poller-acme, whose rights (inbox prefix, consumers, subjects) are acme's only.
+  w = await IngestWorld.create("ops-tenant-pollers", [...acme, globex], { security: { bus: { extraUsers: [{ service: "imap-poller", tenant: "acme", user: "imap-poller-acme" }] } } });
 });
 after(async () => {
   await w?.close();
@@ -33,7 +35,7 @@ after(async () => {
 test("a tenant with poller replicas 3 runs three pollers restricted to it, which share its mailboxes and leave other tenants' alone", async () => {
   assert.equal(acmeReplicas, 3, "the example gives acme three pollers");
   assert.equal(restriction, "POSTROOM_TENANTS", "the chart restricts each poller with POSTROOM_TENANTS");
-  const pollers = Array.from({ length: acmeReplicas }, (_, i) => w.startPoller(`acme-${i}`, { [restriction!]: "acme" }));
+  const pollers = Array.from({ length: acmeReplicas }, (_, i) => w.startPoller(`acme-${i}`, { ...w.tenantPollerEnv("acme"), [restriction!]: "acme" }));
   const replicaOf = (i: number) => JSON.parse(pollers[i]!.logs.find((l) => l.includes("imap-poller replica starting"))!).replica as string;
 
   // Every acme mailbox is checked by exactly one replica, each replica has its share (6 / 3 = 2).

@@ -8,7 +8,7 @@ let w: SendWorld;
 before(async () => {
   w = await SendWorld.create("sendoauth", { oauth: true });
   await w.system.start();
-  await w.mailboxReady(40_000);
+  await w.mailboxReady(120_000);
 });
 
 after(async () => {
@@ -26,7 +26,8 @@ test("password SMTP refused with 5.7.139: the mailbox's smtp status names the fi
   );
   assert.match(status.lastError?.message ?? "", /^535 5\.7\.8 Error: authentication failed: 5\.7\.139/);
   assert.equal(status.lastError?.code, "535");
-  assert.match(status.lastError?.fix ?? "", /switch its smtp auth to microsoft365 \(OAuth/);
+  // The same fix config check and the Softdial import give ahead of the end of password SMTP.
+  assert.match(status.lastError?.fix ?? "", /end of December 2026\): switch this mailbox's SMTP to OAuth: smtp\.auth: \{ type: microsoft365/);
   const [held] = await w.rows<{ state: string }>("SELECT state FROM sends WHERE command_id = $1", ["new-basic-refused"]);
   assert.equal(held!.state, "pending", "held, not failed");
 

@@ -16,8 +16,9 @@ before(async () => {
   await w.system.start(["token-service", "smtp-sender"]);
   // The sender creates the streams and its consumer on start; commands before that have nowhere to go.
   const jsm = await jetstreamManager(w.nc);
+  // Generous: starting two services through tsx on a loaded two-core machine can take a minute.
   await waitFor(() => jsm.consumers.info(w.names.streams.sendCommands, w.names.consumers.smtpSender()).then(() => true, () => false), {
-    timeoutMs: 30_000,
+    timeoutMs: 120_000,
     what: `smtp-sender's consumer\n${w.system.dump()}`,
   });
 });

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { simpleParser } from "mailparser";
-import { chromium, type BrowserContext } from "playwright-core";
-import { freePort, tempDir, waitFor, type TempDir } from "@postroom/testkit";
+import type { BrowserContext } from "playwright-core";
+import { freePort, waitFor } from "@postroom/testkit";
+import { launchChromium } from "../support/browser.js";
 import { E2eWorld, SUPPORT } from "../support/fixture.js";
 
 /**
@@ -13,7 +14,7 @@ const AGENT_PASSWORD = "ann's desk password";
 let w: E2eWorld;
 let apiPort: number;
 let browser: BrowserContext;
-let profile: TempDir;
+let chromium: Awaited<ReturnType<typeof launchChromium>>;
 
 function hostileEmail(): Buffer {
   const lines = [
@@ -53,17 +54,12 @@ before(async () => {
   });
   await w.system.start();
   await w.mailboxReady();
-  profile = tempDir("chromium-profile");
-  browser = await chromium.launchPersistentContext(profile.path, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  chromium = await launchChromium("chromium-profile");
+  browser = chromium.browser;
 });
 
 after(async () => {
-  await browser?.close();
-  await profile?.remove();
+  await chromium?.close();
   await w?.close();
 });
 

@@ -1,10 +1,8 @@
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
-import { connectNats, jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import { jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
 import {
-  cleanupNamespace,
-  createTestDatabase,
   dovecotAuthListener,
   dovecotOAuth2,
   freePort,
@@ -23,6 +21,7 @@ import {
   type TestDatabase,
 } from "@postroom/testkit";
 import pg from "pg";
+import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
 import { PostroomSystem } from "./system.js";
 
 export const TENANT_ID = "3f2c9a4e-6b1d-4c8e-9a7f-0d5e2b1c4a88";
@@ -34,12 +33,25 @@ export const MAILBOX = "support@acme.test";
 /** Password of the mailbox's passwd-file entry: only the fixtures use it to append mail. */
 export const FIXTURE_PASSWORD = "fixture-only-password-5d1";
 export const CUSTOMER = "ann@customer.test";
+/** A public client app registration (device code, no secret) for delegated sign-in. */
+export const PUBLIC_CLIENT_ID = "7e1c2d3f-4a5b-4c6d-9e8f-0a1b2c3d4e5f";
+/** tokenStore.key of delegated worlds: wraps the sealed grants' data keys. */
+export const TOKEN_STORE_KEY = "e2e-token-store-key-0f3b9c2d7a6e41b58c2d9e0f";
 
 export interface AuthWorldOptions {
   /** Lifetime of the fake platform's tokens (default 3600 s). */
   tokenLifetimeSeconds?: number;
   /** SASL mechanisms Dovecot offers for OAuth (default XOAUTH2 only, like Exchange Online). */
   mechanisms?: Array<"xoauth2" | "oauthbearer">;
+  /**
+   * The mailbox signs in as a person (`microsoft-delegated`, tenant consumers, the public client)
+   * instead of app-only; its grant is kept in the sealed tokenStore. Nobody has signed in yet.
+   */
+  delegated?: boolean;
+  /** Changes to the configuration before the world's security is applied (the bus's permissions list its mailboxes). */
+  tweak?: (config: PostroomConfigInput, world: AuthWorld) => void;
+  /** Secure bus / database roles; default from secure mode (see secure.ts). */
+  security?: SecureOptions;
 }
 
 /**
@@ -61,19 +73,25 @@ export class AuthWorld {
   pool!: pg.Pool;
   system!: PostroomSystem;
   config!: PostroomConfigInput;
+  security!: WorldSecurity;
 
   static async create(prefix: string, options: AuthWorldOptions = {}): Promise<AuthWorld> {
     const w = new AuthWorld();
     w.dir = tempDir(prefix);
     w.idp = await startFakeIdentityPlatform({
-      apps: [{ tenantId: TENANT_ID, clientId: APP_ID, objectId: APP_OBJECT_ID, secrets: [{ value: CLIENT_SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] }],
+      apps: [
+        { tenantId: TENANT_ID, clientId: APP_ID, objectId: APP_OBJECT_ID, secrets: [{ value: CLIENT_SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] },
+        { tenantId: TENANT_ID, clientId: PUBLIC_CLIENT_ID, publicClient: true },
+      ],
       grants: { [MAILBOX]: [APP_ID] },
       ...(options.tokenLifetimeSeconds ? { tokenLifetimeSeconds: options.tokenLifetimeSeconds } : {}),
     });
     w.oauth = await dovecotOAuth2({
       introspectionUrl: w.idp.info.introspectionUrl,
       caCertPath: w.idp.info.caCertPath,
-      grants: { [MAILBOX]: [APP_ID] },
+      // A delegated token is the mailbox owner's own; Dovecot's grant list keyed by the token's
+      // appid stands in for Exchange's "the user opens their own mailbox".
+      grants: { [MAILBOX]: options.delegated ? [APP_ID, PUBLIC_CLIENT_ID] : [APP_ID] },
       ...(options.mechanisms ? { mechanisms: options.mechanisms } : {}),
     });
     const saslPort = await freePort();
@@ -87,10 +105,9 @@ export class AuthWorld {
       extraConfig: `${w.oauth.extraConfig}\n${dovecotAuthListener(saslPort)}`,
     });
     w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort });
-    w.db = await createTestDatabase(prefix);
+    w.db = await worldDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
-    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
     w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
     w.config = {
       version: 1,
@@ -106,27 +123,33 @@ export class AuthWorld {
               id: "support",
               address: MAILBOX,
               inbound: { protocol: "imap", host: "127.0.0.1", port: w.dovecot.info.imapPort, tls: "none", checkIntervalSeconds: 30 },
-              auth: { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
+              auth: options.delegated
+                ? { type: "microsoft-delegated", clientId: PUBLIC_CLIENT_ID, tenant: "consumers", authorityHost: w.idp.info.authorityHost }
+                : { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
               smtp: { host: "127.0.0.1", port: w.postfix.info.submissionPort, tls: "starttls", verifyCertificate: false },
             },
           ],
         },
       ],
+      ...(options.delegated ? { tokenStore: { key: "env:POSTROOM_TOKEN_KEY" } } : {}),
     } as PostroomConfigInput;
+    options.tweak?.(w.config, w);
+    w.security = await secureWorld(w.config, w.dir.path, prefix, options.security);
+    w.nc = w.security.nc;
     w.system = new PostroomSystem({
       config: w.config,
       dir: w.dir.path,
-      env: { M365_CLIENT_SECRET: CLIENT_SECRET, NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath },
+      env: { ...w.security.env, M365_CLIENT_SECRET: CLIENT_SECRET, NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath, ...(options.delegated ? { POSTROOM_TOKEN_KEY: TOKEN_STORE_KEY } : {}) },
     });
     return w;
   }
 
   /** Waits until the poller has opened the mailbox. */
-  async mailboxReady(timeoutMs = 40_000): Promise<void> {
+  async mailboxReady(timeoutMs = 40_000, mailbox = "support"): Promise<void> {
     const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
     await waitFor(
       async () => {
-        const e = await kv.get(this.names.mailboxKey("acme", "support"));
+        const e = await kv.get(this.names.mailboxKey("acme", mailbox));
         return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
       },
       { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
@@ -147,8 +170,9 @@ export class AuthWorld {
     await this.system?.stop();
     await this.pool?.end();
     await this.nc?.drain();
-    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.security?.closeNats(this.namespace);
     await this.db?.drop();
+    await this.security?.dropRoles();
     await this.postfix?.stop();
     await this.dovecot?.stop();
     await this.oauth?.dir.remove();

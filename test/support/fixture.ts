@@ -2,10 +2,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
-import { connectNats, jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import { jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
 import {
-  cleanupNamespace,
-  createTestDatabase,
   natsUrl,
   startDovecot,
   startSmtpSink,
@@ -18,6 +16,9 @@ import {
   type TestDatabase,
 } from "@postroom/testkit";
 import pg from "pg";
+import type { DatabaseRoles } from "./db-roles.js";
+import type { SecureBus } from "./secure-bus.js";
+import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
 import { PostroomSystem } from "./system.js";
 
 export const SUPPORT = "support@acme.test";
@@ -37,16 +38,34 @@ export class E2eWorld {
   nc!: NatsConnection;
   pool!: pg.Pool;
   system!: PostroomSystem;
+  /** The configuration the services read (after the tweak and the world's security). */
+  config!: PostroomConfigInput;
+  /** Set when the world runs on a private nats-server with a least-privilege user per service. */
+  bus: SecureBus | undefined;
+  /** Set when each service logs in to PostgreSQL as its own role (the set-up ran before the services). */
+  dbRoles: DatabaseRoles | undefined;
+  security: WorldSecurity | undefined;
 
-  static async create(prefix: string, tweak: (config: PostroomConfigInput) => void = () => undefined): Promise<E2eWorld> {
+  /**
+   * `secure`: run on a private nats-server with one least-privilege user per service (default:
+   * POSTROOM_E2E_SECURE_NATS=1); the test itself connects as the observer. `dbRoles`: each
+   * service logs in to PostgreSQL as its own role, granted only its own tables (default:
+   * POSTROOM_E2E_DB_ROLES=1); the world runs the set-up (migrations and grants, as the owner)
+   * before the services start, and the test itself still queries as the owner. Secure mode
+   * (POSTROOM_E2E_SECURE=1, see secure.ts) turns both on, with TLS; an explicit option wins.
+   */
+  static async create(
+    prefix: string,
+    tweak: (config: PostroomConfigInput) => void = () => undefined,
+    options: SecureOptions = {},
+  ): Promise<E2eWorld> {
     const w = new E2eWorld();
     w.dir = tempDir(prefix);
     w.dovecot = await startDovecot({ users: [{ user: SUPPORT, password: SUPPORT_PASSWORD }] });
     w.smtp = await startSmtpSink({ users: [{ username: SUPPORT, password: SUPPORT_PASSWORD }] });
-    w.db = await createTestDatabase(prefix);
+    w.db = await worldDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
-    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
     w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
     const config: PostroomConfigInput = {
       version: 1,
@@ -80,7 +99,12 @@ export class E2eWorld {
       ],
     };
     tweak(config);
-    w.system = new PostroomSystem({ config, dir: w.dir.path, env: { SUPPORT_PASSWORD } });
+    w.config = config;
+    w.security = await secureWorld(config, w.dir.path, prefix, options);
+    w.bus = w.security.bus;
+    w.dbRoles = w.security.dbRoles;
+    w.nc = w.security.nc;
+    w.system = new PostroomSystem({ config, dir: w.dir.path, env: { SUPPORT_PASSWORD, ...w.security.env } });
     return w;
   }
 
@@ -115,8 +139,9 @@ export class E2eWorld {
     await this.system?.stop();
     await this.pool?.end();
     await this.nc?.drain();
-    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.security?.closeNats(this.namespace);
     await this.db?.drop();
+    await this.security?.dropRoles();
     await this.smtp?.stop();
     await this.dovecot?.stop();
     await this.dir?.remove();

@@ -4,10 +4,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
-import { connectNats, openKv, type KV, type NatsConnection } from "@postroom/nats-kit";
+import { openKv, type KV, type NatsConnection } from "@postroom/nats-kit";
 import {
-  cleanupNamespace,
-  createTestDatabase,
   natsUrl,
   startDovecot,
   tempDir,
@@ -18,7 +16,8 @@ import {
   type TestDatabase,
 } from "@postroom/testkit";
 import pg from "pg";
-import { PostroomSystem, type ServiceName } from "./system.js";
+import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
+import { PostroomSystem, serviceCommand, type ServiceName } from "./system.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
@@ -57,6 +56,8 @@ export const POLLER_NODE_ARGS = ["--max-semi-space-size=1"];
 
 /** Builds imap-poller and the workspace packages it needs into their dist/ folders (tsc). */
 export async function buildPoller(): Promise<void> {
+  // The e2e runner has built every service already (and others' processes run from those files).
+  if (process.env.POSTROOM_E2E_COMPILED === "1") return;
   const { execFile } = await import("node:child_process");
   const { promisify } = await import("node:util");
   await promisify(execFile)("pnpm", ["--filter", "@postroom/imap-poller...", "build"], { cwd: ROOT });
@@ -73,7 +74,7 @@ export class PollerProcess {
     // resident memory, which would distort any memory measurement).
     const args = options.compiled
       ? [...(options.nodeArgs ?? []), join(ROOT, "services", "imap-poller", "dist", "main.js")]
-      : [...(options.nodeArgs ?? []), "--conditions=source", "--import", "tsx", join(ROOT, "services", "imap-poller", "src", "main.ts")];
+      : serviceCommand("imap-poller", options.nodeArgs);
     this.#child = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { ...process.env, ...env, POSTROOM_CONFIG: configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
@@ -133,6 +134,7 @@ export class IngestWorld {
   config!: PostroomConfigInput;
   configPath = "";
   readonly pollers: PollerProcess[] = [];
+  security!: WorldSecurity;
   #status: KV | undefined;
 
   static async create(
@@ -144,15 +146,16 @@ export class IngestWorld {
       tweak?: (c: PostroomConfigInput, world: IngestWorld) => void;
       /** Appended to Dovecot's config (e.g. connection limits for a thousand mailboxes). */
       dovecotConfig?: string;
+      /** Secure bus / database roles; default from secure mode (see secure.ts). */
+      security?: SecureOptions;
     } = {},
   ): Promise<IngestWorld> {
     const w = new IngestWorld();
     w.dir = tempDir(prefix);
     w.dovecot = await startDovecot({ users: mailboxes.map((m) => ({ user: m.user, password: m.password })), extraConfig: AUDIT_DOVECOT_CONFIG + (options.dovecotConfig ?? "") });
-    w.db = await createTestDatabase(prefix);
+    w.db = await worldDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
-    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
     w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
     const tenants = new Map<string, NonNullable<PostroomConfigInput["tenants"]>[number]>();
     const env: Record<string, string> = { ...options.env };
@@ -188,11 +191,25 @@ export class IngestWorld {
       tenants: [...tenants.values()],
     } as PostroomConfigInput;
     options.tweak?.(w.config, w);
+    w.security = await secureWorld(w.config, w.dir.path, prefix, options.security);
+    w.nc = w.security.nc;
+    Object.assign(env, w.security.env);
     w.system = new PostroomSystem({ config: w.config, dir: w.dir.path, env });
     await w.system.start(options.services ?? ["token-service", "archiver"]);
     w.configPath = join(w.dir.path, "postroom.yaml");
     (w as { env?: Record<string, string> }).env = env;
     return w;
+  }
+
+  /**
+   * A poller restricted to one tenant, as the chart runs it: POSTROOM_TENANTS and, on a secure
+   * bus, the tenant's own user `imap-poller-<tenant>` (list it in `security.bus.extraUsers`).
+   */
+  tenantPollerEnv(tenant: string): Record<string, string> {
+    const user = `imap-poller-${tenant}`;
+    const password = this.security.bus?.passwords[user];
+    if (this.security.bus && !password) throw new Error(`no NATS user ${user} on this world's bus: add it to security.bus.extraUsers`);
+    return { POSTROOM_TENANTS: tenant, ...(password ? { NATS_USER: user, NATS_PASSWORD: password } : {}) };
   }
 
   /** Starts one more poller replica. */
@@ -233,8 +250,9 @@ export class IngestWorld {
     await this.system?.stop();
     await this.pool?.end();
     await this.nc?.drain();
-    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.security?.closeNats(this.namespace);
     await this.db?.drop();
+    await this.security?.dropRoles();
     await this.dovecot?.stop();
     await this.dir?.remove();
   }

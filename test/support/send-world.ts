@@ -2,11 +2,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
-import { connectNats, jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
+import { jetStreamOf, openKv, publishJson, type NatsConnection } from "@postroom/nats-kit";
 import { jetstreamManager } from "@nats-io/jetstream";
 import {
-  cleanupNamespace,
-  createTestDatabase,
   dovecotAuthListener,
   dovecotOAuth2,
   freePort,
@@ -26,6 +24,7 @@ import {
 } from "@postroom/testkit";
 import nodemailer from "nodemailer";
 import pg from "pg";
+import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
 import { PostroomSystem } from "./system.js";
 
 export const SUPPORT = "support@acme.test";
@@ -73,6 +72,10 @@ export interface SendWorldOptions {
   /** Extra environment for every service (e.g. POSTROOM_SENT_FOLDER). */
   env?: Record<string, string>;
   tweak?: (config: PostroomConfigInput) => void;
+  /** Appended to Postfix's main.cf (e.g. a recipient it refuses at RCPT time). */
+  postfixMainCf?: string;
+  /** Secure bus / database roles; default from secure mode (see secure.ts). */
+  security?: SecureOptions;
 }
 
 /**
@@ -94,6 +97,7 @@ export class SendWorld {
   config!: PostroomConfigInput;
   idp: FakeIdentityPlatform | undefined;
   oauth: DovecotOAuth2Profile | undefined;
+  security!: WorldSecurity;
 
   static async create(prefix: string, options: SendWorldOptions = {}): Promise<SendWorld> {
     const w = new SendWorld();
@@ -116,11 +120,10 @@ export class SendWorld {
       extraConfig,
       ...(authMechanisms ? { authMechanisms } : {}),
     });
-    w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort });
-    w.db = await createTestDatabase(prefix);
+    w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort, ...(options.postfixMainCf ? { extraMainCf: options.postfixMainCf } : {}) });
+    w.db = await worldDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
-    w.nc = await connectNats({ url: natsUrl(), name: `e2e-${prefix}` });
     w.pool = new pg.Pool({ connectionString: w.db.url, max: 2 });
     const tls = options.tls ?? "starttls";
     w.config = {
@@ -162,11 +165,13 @@ export class SendWorld {
       await writeFile(caPath, `${await readFile(w.postfix.info.caCertPath, "utf8")}\n${await readFile(w.idp!.info.caCertPath, "utf8")}`);
     }
     options.tweak?.(w.config);
+    w.security = await secureWorld(w.config, w.dir.path, prefix, options.security);
+    w.nc = w.security.nc;
     w.system = new PostroomSystem({
       config: w.config,
       dir: w.dir.path,
       // The services verify Postfix's certificate like any other: by trusting its CA.
-      env: { SUPPORT_PASSWORD: PASSWORD, M365_CLIENT_SECRET: M365.secret, NODE_EXTRA_CA_CERTS: caPath, ...options.env },
+      env: { ...w.security.env, SUPPORT_PASSWORD: PASSWORD, M365_CLIENT_SECRET: M365.secret, NODE_EXTRA_CA_CERTS: caPath, ...options.env },
     });
     return w;
   }
@@ -178,7 +183,9 @@ export class SendWorld {
   }
 
   /** Waits until the poller has opened the support mailbox. */
-  async mailboxReady(timeoutMs = 30_000): Promise<void> {
+  // Generous: five services start through tsx, and on a loaded two-core machine that can take a
+  // minute before the poller reports the mailbox idle.
+  async mailboxReady(timeoutMs = 120_000): Promise<void> {
     const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
     await waitFor(
       async () => {
@@ -297,8 +304,9 @@ export class SendWorld {
     await this.system?.stop();
     await this.pool?.end();
     await this.nc?.drain();
-    await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
+    await this.security?.closeNats(this.namespace);
     await this.db?.drop();
+    await this.security?.dropRoles();
     await this.postfix?.stop();
     await this.dovecot?.stop();
     await this.oauth?.dir.remove();

@@ -10,6 +10,17 @@ export type ServiceName = (typeof SERVICES)[number];
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
+/**
+ * How to start a service: its built dist/main.js when the e2e runner has compiled the services
+ * (POSTROOM_E2E_COMPILED=1, as production runs them and without tsx compiling at every start), else
+ * its sources through tsx, so one file runs straight after an edit.
+ */
+export function serviceCommand(name: ServiceName, nodeArgs: readonly string[] = []): string[] {
+  return process.env.POSTROOM_E2E_COMPILED === "1"
+    ? [...nodeArgs, join(ROOT, "services", name, "dist", "main.js")]
+    : [...nodeArgs, "--conditions=source", "--import", "tsx", join(ROOT, "services", name, "src", "main.ts")];
+}
+
 export interface SystemOptions {
   /** Written as YAML to a file in `dir` and passed as POSTROOM_CONFIG. */
   config: PostroomConfigInput;
@@ -49,7 +60,7 @@ export class PostroomSystem {
   /** `extraEnv` applies to this start only (e.g. a crash test's failpoint). */
   startService(name: ServiceName, extraEnv: Record<string, string> = {}): void {
     if (this.#children.has(name)) throw new Error(`${name} is already running`);
-    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", join(ROOT, "services", name, "src", "main.ts")], {
+    const child = spawn(process.execPath, serviceCommand(name), {
       cwd: ROOT,
       env: { ...process.env, ...this.o.env, ...extraEnv, POSTROOM_CONFIG: this.#configPath, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" },
       stdio: ["ignore", "pipe", "pipe"],
@@ -80,6 +91,11 @@ export class PostroomSystem {
     await gone;
     clearTimeout(timer);
     this.#children.delete(name);
+  }
+
+  /** The process id of a running service (for memory readings), undefined when it is not running. */
+  pid(name: ServiceName): number | undefined {
+    return this.#children.get(name)?.pid;
   }
 
   running(name: ServiceName): boolean {

@@ -32,6 +32,42 @@ function m365(auth: string): string {
 const find = <T extends { path: string }>(issues: T[], path: string): T | undefined => issues.find((i) => i.path === path);
 
 describe("config validation", () => {
+  it("warns about an alias that is another mailbox's address (its mail would be taken for a loop), and gives the classification defaults", () => {
+    const two = valid.replace("        address: support@example.com\n", "        address: support@example.com\n        aliases: [help@example.com, SALES@example.com, support@example.com]\n") +
+      valid.slice(valid.indexOf("      - id: support")).replace("id: support", "id: sales").replace("support@example.com", "sales@example.com");
+    const result = validateConfig(two);
+    assert.deepEqual(result.errors, []);
+    assert.deepEqual(result.warnings.map((w) => w.path), ["tenants[0].mailboxes[0].aliases[1]", "tenants[0].mailboxes[0].aliases[2]"]);
+    assert.match(find(result.warnings, "tenants[0].mailboxes[0].aliases[1]")!.message, /address of tenants\[0\]\.mailboxes\[1\].*taken for a loop/);
+    const tenant = result.config!.tenants[0]!;
+    assert.deepEqual(tenant.mailboxes[0]!.aliases, ["help@example.com", "SALES@example.com", "support@example.com"]);
+    assert.deepEqual(tenant.classification, { human: "offer", autoReply: "archive", bounce: "archive", bulk: "flag", loop: "archive", loopBreaker: { maxMessages: 10, windowMinutes: 15 } });
+    assert.deepEqual(validateConfig(valid.replace("tenants:\n  - id: demo\n", "tenants:\n  - id: demo\n    classification: { bulk: offer-ish }\n")).errors.map((e) => e.path), ["tenants[0].classification.bulk"]);
+  });
+  it("a Softdial ACD's encoding follows its port, and the wrong pair is a warning naming the fix", () => {
+    const softdial = (acd: string) => valid.replace("tenants:\n  - id: demo\n", `tenants:\n  - id: demo\n    acd: ${acd}\n`);
+    const plain = validateConfig(softdial("{ type: softdial, host: 10.0.0.5, port: 6500 }"));
+    assert.deepEqual([plain.errors, plain.warnings], [[], []]);
+    assert.equal(plain.config!.tenants[0]!.acd.type === "softdial" && plain.config!.tenants[0]!.acd.encoding, undefined, "left to the port: utf16le on 6500");
+    const wrong = validateConfig(softdial("{ type: softdial, host: 10.0.0.5, port: 6500, encoding: ascii }"));
+    assert.equal(find(wrong.warnings, "tenants[0].acd.encoding")?.fix, "remove encoding (port 6500 means utf16le), or use port 6502 for ASCII");
+    assert.deepEqual(validateConfig(softdial("{ type: softdial, host: 10.0.0.5, causes: { spam: 1000 } }")).errors.map((e) => e.path), ["tenants[0].acd.causes.spam"]);
+  });
+  it("the recipient cap and the recipients a minute: defaults 50 and 100, a cap above the minute's allowance is a warning", () => {
+    const smtp = validateConfig(valid).config!.tenants[0]!.mailboxes[0]!.smtp!;
+    assert.deepEqual([smtp.maxRecipients, smtp.recipientsPerMinute], [50, 100]);
+    const low = validateConfig(valid.replace("          port: 587\n", "          port: 587\n          recipientsPerMinute: 20\n"));
+    assert.equal(find(low.warnings, "tenants[0].mailboxes[0].smtp.recipientsPerMinute")?.fix, "raise recipientsPerMinute to at least 50, or lower maxRecipients");
+    assert.deepEqual(validateConfig(valid.replace("          port: 587\n", "          port: 587\n          maxRecipients: 0\n")).errors.map((e) => e.path), ["tenants[0].mailboxes[0].smtp.maxRecipients"]);
+  });
+  it("the agent API's login limits default to 5 / 10 / 50 / 15 minutes; an allowed host with a scheme or port is refused", () => {
+    const api = validateConfig(valid).config!.agentApi;
+    assert.deepEqual(api.login, { freeAttempts: 5, lockAfter: 10, addressLockAfter: 50, lockoutSeconds: 900 });
+    assert.deepEqual([api.allowedHosts, api.trustedProxies], [undefined, []]);
+    const bad = validateConfig(`${valid}agentApi: { allowedHosts: ["https://desk.example.com", "desk.example.com:8480"], trustedProxies: ["not-an-ip"] }\n`);
+    assert.deepEqual(bad.errors.map((e) => e.path), ["agentApi.allowedHosts[0]", "agentApi.allowedHosts[1]", "agentApi.trustedProxies[0]"]);
+    assert.deepEqual(validateConfig(`${valid}agentApi: { allowedHosts: [desk.example.com, "::1", "[fd00::1]", 10.0.0.5], trustedProxies: [10.0.0.0/8, "fd00::/8"] }\n`).errors, []);
+  });
   it("accepts a valid configuration without errors or warnings", () => {
     const result = validateConfig(valid);
     assert.deepEqual(result.errors, []);
@@ -170,6 +206,6 @@ describe("archive overrides", () => {
         .replace("        smtp:\n", "        archive: { path: /srv/other }\n        smtp:\n"),
     );
     const settings = archiveSettingsFor(config, config.tenants[0]!.mailboxes[0]!);
-    assert.deepEqual(settings, { path: "/srv/other", warnPercentLeft: 10, sendAlerts: true, alertRecipients: ["ops@example.com"] });
+    assert.deepEqual(settings, { path: "/srv/other", warnPercentLeft: 10, minFreeBytes: 512 * 1024 * 1024, sendAlerts: true, alertRecipients: ["ops@example.com"] });
   });
 });

@@ -1,4 +1,5 @@
 import { formatPath, type ConfigIssue, type IssueSeverity } from "./issues.js";
+import { EXCHANGE_BASIC_SMTP_END, isExchangeOnlineHost, isOutlookComHost, isProviderName, PROVIDER_PRESETS } from "./providers.js";
 
 /**
  * Checks that zod's shape validation cannot express: duplicate ids, credentials that must come in
@@ -47,10 +48,21 @@ export function semanticIssues(input: unknown): SemanticIssue[] {
   if (!isRec(input)) return out;
 
   checkDatabase(input.database, ["database"], add);
+  const delegated = arr(input.tenants).some((t) =>
+    isRec(t) && arr(t.mailboxes).some((m) => isRec(m) && ((isRec(m.auth) && m.auth.type === "microsoft-delegated") || (isRec(m.smtp) && isRec(m.smtp.auth) && m.smtp.auth.type === "microsoft-delegated"))),
+  );
+  if (delegated && !isRec(input.tokenStore)) {
+    add("error", ["tokenStore"], "a mailbox uses microsoft-delegated auth, but there is no tokenStore to keep its refresh token in", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } and set POSTROOM_TOKEN_KEY to 32 random bytes (openssl rand -base64 32)");
+  }
+  if (isRec(input.tokenStore)) {
+    checkSecret(input.tokenStore.key, ["tokenStore", "key"], add);
+    arr(input.tokenStore.previousKeys).forEach((k, i) => checkSecret(k, ["tokenStore", "previousKeys", i], add));
+  }
 
   const tenants = arr(input.tenants);
   const tenantIds = new Map<string, number>();
   const addresses = new Map<string, string>();
+  const aliases: { alias: string; path: Path; own: string }[] = [];
   tenants.forEach((tenant, ti) => {
     if (!isRec(tenant)) return;
     const tp: Path = ["tenants", ti];
@@ -63,6 +75,12 @@ export function semanticIssues(input: unknown): SemanticIssue[] {
     }
 
     if (isRec(tenant.acd) && tenant.acd.type === "webhook") checkSecret(tenant.acd.signingSecret, [...tp, "acd", "signingSecret"], add);
+    if (isRec(tenant.acd) && tenant.acd.type === "softdial") {
+      // CallGem's ports each have one encoding; the other one turns every frame into ER 901 or garbage.
+      const { port, encoding } = tenant.acd;
+      if (port === 6500 && encoding === "ascii") add("warning", [...tp, "acd", "encoding"], "port 6500 is CallGem's UTF-16LE port, but encoding is ascii", "remove encoding (port 6500 means utf16le), or use port 6502 for ASCII");
+      if (port === 6502 && encoding === "utf16le") add("warning", [...tp, "acd", "encoding"], "port 6502 is CallGem's ASCII port, but encoding is utf16le", "remove encoding (port 6502 means ascii), or use port 6500 for UTF-16LE");
+    }
 
     const agentIds = new Map<string, number>();
     arr(tenant.agents).forEach((agent, ai) => {
@@ -94,9 +112,21 @@ export function semanticIssues(input: unknown): SemanticIssue[] {
           add("warning", [...mp, "address"], `the address ${address} is also configured at ${first}: its mail would be imported twice`, "configure each mailbox once");
         } else addresses.set(address, formatPath(mp));
       }
+      arr(mailbox.aliases).forEach((alias, ai) => {
+        const a = str(alias)?.toLowerCase();
+        if (a !== undefined) aliases.push({ alias: a, path: [...mp, "aliases", ai], own: formatPath(mp) });
+      });
       checkMailbox(mailbox, mp, add);
     });
   });
+  // An alias is treated as the mailbox's own address: mail from it is a loop, never offered.
+  for (const { alias, path, own } of aliases) {
+    const other = addresses.get(alias);
+    if (other === own) add("warning", path, `the alias ${alias} is the mailbox's own address`, "remove it: the address is always the mailbox's own");
+    else if (other !== undefined) {
+      add("warning", path, `the alias ${alias} is the address of ${other}: mail that mailbox sends here would be taken for a loop and never offered`, "remove the alias, unless that mailbox really is this one under another name");
+    }
+  }
   return out;
 }
 
@@ -109,6 +139,7 @@ export function checkConfig(input: unknown): ConfigIssue[] {
 type Add = (severity: IssueSeverity, path: Path, message: string, fix: string | null) => void;
 
 function checkMailbox(mailbox: Rec, mp: Path, add: Add): void {
+  const preset = isProviderName(mailbox.provider) ? PROVIDER_PRESETS[mailbox.provider] : undefined;
   const inbound = mailbox.inbound;
   if (isRec(inbound)) {
     const protocol = inbound.protocol === "pop3" ? "pop3" : inbound.protocol === "imap" ? "imap" : undefined;
@@ -137,9 +168,19 @@ function checkMailbox(mailbox: Rec, mp: Path, add: Add): void {
   }
 
   if (isRec(mailbox.smtp)) checkTransport("smtp", mailbox.smtp, [...mp, "smtp"], "starttls", add);
-  else if (mailbox.smtp === undefined && mailbox.agentsMayAnswer !== false) {
+  if (isRec(mailbox.smtp)) {
+    // A message at the cap would have the minute's recipient allowance to itself, and wait for it.
+    const cap = typeof mailbox.smtp.maxRecipients === "number" ? mailbox.smtp.maxRecipients : 50;
+    const perMinute = typeof mailbox.smtp.recipientsPerMinute === "number" ? mailbox.smtp.recipientsPerMinute : 100;
+    if (perMinute < cap) {
+      add("warning", [...mp, "smtp", "recipientsPerMinute"], `recipientsPerMinute (${perMinute}) is below maxRecipients (${cap}): a message with that many recipients waits for an empty minute`, `raise recipientsPerMinute to at least ${cap}, or lower maxRecipients`);
+    }
+  }
+  else if (mailbox.smtp === undefined && mailbox.agentsMayAnswer !== false && preset === undefined) {
     add("warning", [...mp, "smtp"], "no smtp server, but agentsMayAnswer is on: agents' replies cannot be sent", "add smtp: { host: smtp.example.com, port: 587 }, or set agentsMayAnswer: false");
   }
+
+  checkPasswordOnMicrosoft(mailbox, mp, preset?.smtp.host, add);
 
   const routing = mailbox.routing;
   if (isRec(routing)) {
@@ -161,6 +202,41 @@ function checkMailbox(mailbox: Rec, mp: Path, add: Add): void {
   const archive = mailbox.archive;
   if (isRec(archive) && typeof archive.path === "string" && /^[a-z]:[\\/]/i.test(archive.path)) {
     add("error", [...mp, "archive", "path"], "is a Windows path; Postroom runs on Linux", "use a Linux path such as /var/lib/postroom/archive");
+  }
+}
+
+/**
+ * Password logins to Microsoft's hosted mail: Outlook.com stopped taking them in September 2024,
+ * Exchange Online stopped for IMAP/POP in 2022 and stops for SMTP at the end of December 2026.
+ * Warnings, not errors: until that date the configuration works, and a tenant admin may have
+ * re-enabled basic SMTP AUTH for a while; the point is that nobody is surprised on 1 January.
+ */
+function checkPasswordOnMicrosoft(mailbox: Rec, mp: Path, presetSmtpHost: string | undefined, add: Add): void {
+  const auth = isRec(mailbox.auth) ? mailbox.auth : undefined;
+  const smtp = isRec(mailbox.smtp) ? mailbox.smtp : undefined;
+  const inbound = isRec(mailbox.inbound) ? mailbox.inbound : undefined;
+  const smtpAuth = smtp && isRec(smtp.auth) ? smtp.auth : auth;
+  const smtpAuthPath: Path = smtp && isRec(smtp.auth) ? [...mp, "smtp", "auth"] : [...mp, "auth"];
+  const smtpHost = smtp ? (str(smtp.host) ?? presetSmtpHost) : presetSmtpHost;
+  if (smtpAuth?.type === "password" && isExchangeOnlineHost(smtpHost)) {
+    add(
+      "warning",
+      smtpAuthPath,
+      `sends through ${smtpHost} with a password (SMTP AUTH basic): Exchange Online turns that off by default at ${EXCHANGE_BASIC_SMTP_END.when} (and new tenants cannot use it at all); from then every reply fails with 550 5.7.30`,
+      EXCHANGE_BASIC_SMTP_END.fix,
+    );
+  }
+  if (smtpAuth?.type === "password" && isOutlookComHost(smtpHost)) {
+    add("warning", smtpAuthPath, `sends through ${smtpHost} with a password: Outlook.com ended password and app-password logins on 16 September 2024`, PROVIDER_PRESETS["outlook-com"].authFix);
+  }
+  const inboundHost = inbound ? str(inbound.host) : undefined;
+  if (auth?.type === "password" && mailbox.provider === undefined && (isExchangeOnlineHost(inboundHost) || isOutlookComHost(inboundHost))) {
+    add(
+      "warning",
+      [...mp, "auth"],
+      `reads ${inboundHost} with a password: Microsoft no longer accepts passwords over IMAP and POP (Exchange Online since 2022, Outlook.com since September 2024)`,
+      isOutlookComHost(inboundHost) ? PROVIDER_PRESETS["outlook-com"].authFix : PROVIDER_PRESETS.office365.authFix,
+    );
   }
 }
 
@@ -191,6 +267,11 @@ function checkAuth(auth: Rec, path: Path, add: Add): void {
     checkSecret(auth.password, [...path, "password"], add);
   } else if (auth.type === "google-service-account") {
     checkSecret(auth.keyFile, [...path, "keyFile"], add);
+  } else if (auth.type === "microsoft-delegated") {
+    const tenant = str(auth.tenant)?.trim().toLowerCase();
+    if (tenant === "common") {
+      add("warning", [...path, "tenant"], '"common" lets any account sign in, but a mailbox is either a consumer or a work account', "use consumers (Outlook.com), organizations (work accounts) or the tenant id");
+    }
   } else if (auth.type === "microsoft365") {
     const tenantId = str(auth.tenantId);
     if (tenantId !== undefined && MULTI_TENANT_ALIASES.has(tenantId.trim().toLowerCase())) {
@@ -232,8 +313,33 @@ function checkSecret(value: unknown, path: Path, add: Add): void {
   }
 }
 
+const DATABASE_SERVICES = ["archiver", "asd-bridge", "smtp-sender"] as const;
+
 function checkDatabase(database: unknown, path: Path, add: Add): void {
-  if (!isRec(database) || typeof database.url !== "string") return;
+  if (!isRec(database)) return;
+  if (isRec(database.users)) {
+    const users = database.users;
+    const given = DATABASE_SERVICES.filter((s) => users[s] !== undefined);
+    const missing = DATABASE_SERVICES.filter((s) => users[s] === undefined);
+    if (given.length > 0 && missing.length > 0) {
+      add("error", [...path, "users"], `names ${given.join(", ")} but not ${missing.join(", ")}`, "give every service that uses PostgreSQL its own user (archiver, asd-bridge, smtp-sender), or remove database.users");
+    }
+    for (const s of given) {
+      const u = users[s];
+      if (!isRec(u)) continue;
+      const up: Path = [...path, "users", s];
+      if (u.url !== undefined && (u.user !== undefined || u.password !== undefined)) {
+        add("error", up, "has both url and user/password", "write either url: env:NAME (the whole connection URL) or user + password");
+      } else if (u.url === undefined && u.user === undefined) {
+        add("error", up, "names no user", `add user: postroom_${s.replaceAll("-", "_")}_login (and password: env:NAME), or url: env:NAME`);
+      }
+      if (typeof u.password === "string") checkSecret(u.password, [...up, "password"], add);
+      if (typeof u.url === "string" && !u.url.startsWith("env:") && !u.url.startsWith("file:")) {
+        add("error", [...up, "url"], "is not a reference", "put the URL (it holds the password) in an environment variable or file and write env:NAME or file:/path");
+      }
+    }
+  }
+  if (typeof database.url !== "string") return;
   const url = database.url;
   if (url.startsWith("env:") || url.startsWith("file:")) return;
   if (/^postgres(ql)?:\/\/[^/@:]*:[^@]+@/i.test(url)) {

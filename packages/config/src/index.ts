@@ -20,3 +20,14 @@ export { configJsonSchema, configJsonSchemaText } from "./json-schema.js";
 export { resolveSecret, isSecretRef, SecretError } from "./secrets.js";
 export { importSoftdial, SoftdialImportError, formatEnvFile, deriveId, SOFTDIAL_EMAIL_FIELDS } from "./softdial/import.js";
 export type { SoftdialImport, SoftdialImportOptions } from "./softdial/import.js";
+export {
+  PROVIDER_NAMES,
+  PROVIDER_PRESETS,
+  MICROSOFT_DELEGATED_SCOPES,
+  GOOGLE_MAIL_SCOPES,
+  EXCHANGE_BASIC_SMTP_END,
+  isExchangeOnlineHost,
+  isOutlookComHost,
+  isProviderName,
+} from "./providers.js";
+export type { ProviderName, ProviderPreset, AuthTypeName } from "./providers.js";

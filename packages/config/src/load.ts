@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { isMap, LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
 import { semanticIssues } from "./check.js";
@@ -150,9 +151,22 @@ export function parseConfig(text: string, source = "config"): PostroomConfig {
   return config;
 }
 
-/** Reads a configuration file. */
+/**
+ * Reads a configuration file. Relative folders in it (`archive.path`, a mailbox's `archive.path`,
+ * `logs.path`) are taken relative to the file's own folder and returned absolute: they are stored
+ * in PostgreSQL and shared by services, so they must not depend on where a process was started.
+ */
 export async function loadConfigFile(path: string): Promise<PostroomConfig> {
-  return parseConfig(await readFile(path, "utf8"), path);
+  const config = parseConfig(await readFile(path, "utf8"), path);
+  const base = dirname(resolve(path));
+  config.archive.path = resolve(base, config.archive.path);
+  if (config.logs.path !== undefined) config.logs.path = resolve(base, config.logs.path);
+  for (const tenant of config.tenants) {
+    for (const mailbox of tenant.mailboxes) {
+      if (mailbox.archive?.path !== undefined) mailbox.archive.path = resolve(base, mailbox.archive.path);
+    }
+  }
+  return config;
 }
 
 /**

@@ -81,6 +81,16 @@ describe("redactConfig", () => {
     assert.equal(t2.smtp?.auth?.type === "password" && t2.smtp.auth.password, "file:/run/secrets/smtp");
   });
 
+  it("redacts the services' database users: an inline password as ***, references as themselves", () => {
+    const r = redactConfig({
+      database: {
+        url: "postgres://owner@db/postroom",
+        users: { archiver: { user: "a_login", password: "inline-db-secret" }, "asd-bridge": { url: "env:BRIDGE_URL" }, "smtp-sender": { user: "s_login", password: "env:PG_SENDER" } },
+      },
+    });
+    assert.deepEqual(r.database.users, { archiver: { user: "a_login", password: "***" }, "asd-bridge": { url: "env:BRIDGE_URL" }, "smtp-sender": { user: "s_login", password: "env:PG_SENDER" } });
+  });
+
   it("leaves the original untouched and non-secret fields as they were", () => {
     const r = redactConfig(config);
     assert.equal(config.tenants[0]!.mailboxes[0]!.auth.type === "password" && config.tenants[0]!.mailboxes[0]!.auth.password, literals.password);

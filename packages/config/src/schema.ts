@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { semanticIssues } from "./check.js";
+import { MICROSOFT_DELEGATED_SCOPES, PROVIDER_NAMES, PROVIDER_PRESETS, presetPort, type ProviderName } from "./providers.js";
 
 /**
  * The operator's configuration file, as a zod schema. Every field has a description: it becomes
@@ -84,7 +85,33 @@ export const GoogleServiceAccountAuth = z
   })
   .strict();
 
-export const MailboxAuth = z.discriminatedUnion("type", [PasswordAuth, Microsoft365Auth, GoogleServiceAccountAuth]);
+/**
+ * Delegated Microsoft OAuth: a person signs in once (`postroom auth sign-in`, device code) and
+ * token-service keeps the refresh token, encrypted. The only way into Outlook.com mailboxes, and
+ * an alternative to app-only for work mailboxes.
+ */
+export const MicrosoftDelegatedAuth = z
+  .object({
+    type: z.literal("microsoft-delegated"),
+    clientId: z
+      .guid({ message: "must be the Application (client) ID, a GUID such as 061851f7-08c0-40bf-99c1-ebd489c11f16" })
+      .describe("A public client app registration (Authentication → Allow public client flows: Yes); no secret."),
+    tenant: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("consumers (Outlook.com), organizations (any work account), or the tenant id; default: the provider's (outlook-com: consumers), else organizations."),
+    scopes: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe("Default: the provider's, else IMAP.AccessAsUser.All, POP.AccessAsUser.All and SMTP.Send on https://outlook.office.com, with offline_access."),
+    cloud: MicrosoftCloud.default("global"),
+    authorityHost: z.url().optional().describe("Override of the sign-in host (tests, proxies)."),
+  })
+  .strict();
+
+export const MailboxAuth = z.discriminatedUnion("type", [PasswordAuth, Microsoft365Auth, GoogleServiceAccountAuth, MicrosoftDelegatedAuth]);
 export type MailboxAuth = z.infer<typeof MailboxAuth>;
 
 export const AfterImport = z
@@ -99,11 +126,18 @@ export const AfterImport = z
     params: { fix: "add folder: Processed (an existing IMAP folder), or choose action: mark-seen" },
   });
 
+export const Provider = z
+  .enum(PROVIDER_NAMES)
+  .describe(
+    "Fills inbound and smtp host, port and TLS, the delegated OAuth tenant and scopes, and checks the auth type: outlook-com (Outlook.com/Hotmail/Live), office365 (Exchange Online), gmail, google-workspace.",
+  );
+
+/** The inbound server as written: protocol and host may be left to the mailbox's provider. */
 export const Inbound = z
   .object({
-    protocol: z.enum(["imap", "pop3"]),
-    host: hostname,
-    port: port.optional().describe("Defaults: imap 993/143, pop3 995/110 by TLS mode."),
+    protocol: z.enum(["imap", "pop3"]).optional().describe("imap or pop3; with a provider, defaults to imap."),
+    host: hostname.optional().describe("Host name or IP address; with a provider, the provider's server."),
+    port: port.optional().describe("Defaults: the provider's port, else imap 993/143, pop3 995/110 by TLS mode."),
     tls: TlsMode.default("implicit"),
     verifyCertificate: z.boolean().default(true).describe("Verify the server's TLS certificate. Turn off only for tests."),
     folder: z.string().min(1).default("INBOX").describe("IMAP folder to read (POP3 has only the inbox)."),
@@ -117,20 +151,36 @@ export const Inbound = z
     pop3LeaveOnServer: z.boolean().default(true).describe("POP3: never delete (remember UIDLs); false deletes after archiving."),
   })
   .strict();
-export type Inbound = z.infer<typeof Inbound>;
+/** The inbound server of a loaded mailbox: protocol and host always known. */
+export type Inbound = Omit<z.infer<typeof Inbound>, "protocol" | "host"> & { protocol: "imap" | "pop3"; host: string };
 
+/** The outgoing server as written: host may be left to the mailbox's provider. */
 export const Smtp = z
   .object({
-    host: hostname,
-    port: port.optional().describe("Defaults: 465 for implicit TLS, 587 for STARTTLS, 25 for none."),
+    host: hostname.optional().describe("Host name or IP address; with a provider, the provider's SMTP server."),
+    port: port.optional().describe("Defaults: the provider's port, else 465 for implicit TLS, 587 for STARTTLS, 25 for none."),
     tls: TlsMode.default("starttls"),
     verifyCertificate: z.boolean().default(true),
     auth: MailboxAuth.optional().describe("Defaults to the mailbox's auth."),
     maxMessageBytes: z.number().int().positive().default(25 * 1024 * 1024),
     ratePerMinute: z.number().int().positive().default(30).describe("Exchange Online allows 30 messages a minute."),
+    recipientsPerMinute: z
+      .number()
+      .int()
+      .positive()
+      .default(100)
+      .describe("Recipients a minute across this mailbox's messages (To, Cc, Bcc, defaultCc and defaultBcc), beside ratePerMinute: a forward to 50 counts 50."),
+    maxRecipients: z
+      .number()
+      .int()
+      .positive()
+      .max(1000)
+      .default(50)
+      .describe("Most recipients of one message (To, Cc, Bcc, defaultCc and defaultBcc together); the agent API and smtp-sender refuse more."),
   })
   .strict();
-export type Smtp = z.infer<typeof Smtp>;
+/** The outgoing server of a loaded mailbox: host always known. */
+export type Smtp = Omit<z.infer<typeof Smtp>, "host"> & { host: string };
 
 const match = z.union([
   z.object({ exact: z.string() }).strict(),
@@ -146,7 +196,10 @@ export const RoutingRule = z
     to: match.optional(),
     cc: match.optional(),
     subject: match.optional(),
-    kind: z.enum(["auto-reply", "bounce", "loop"]).optional().describe("Match automatic mail."),
+    kind: z
+      .enum(["human", "auto-reply", "bounce", "bulk", "loop"])
+      .optional()
+      .describe("Match the archiver's classification. A rule without kind never offers mail its tenant's classification actions archive."),
     queue: z.string().min(1).optional(),
     offer: z.boolean().default(true).describe("false: archive only, do not offer to agents."),
   })
@@ -156,13 +209,28 @@ export const Routing = z
   .object({
     defaultQueue: z.string().min(1).default("email"),
     rules: z.array(RoutingRule).default([]),
-    offerAutomatic: z.boolean().default(false).describe("Offer auto-replies, bounces and loops to agents."),
+    offerAutomatic: z
+      .boolean()
+      .default(false)
+      .describe("Offer auto-replies, bounces and loops to agents (with their flag) even where the tenant's classification actions say archive."),
   })
   .strict();
 
 const archiveFields = {
   path: z.string().min(1).describe("Folder holding the archived .eml files and attachments."),
-  quotaGb: z.number().positive().optional().describe("Disk allowance in GB (Softdial EmailDiskSpace)."),
+  quotaGb: z
+    .number()
+    .positive()
+    .optional()
+    .describe("Disk allowance in GiB (1 GiB = 1024³ bytes; Softdial EmailDiskSpace). Changed on SIGHUP without a restart."),
+  minFreeBytes: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      "Free space always left on the archive's filesystem, in bytes (default 536870912 = 512 MiB): a message that would leave less is refused and ingestion pauses. Lower it for a small archive volume.",
+    ),
   warnPercentLeft: z
     .number()
     .min(0)
@@ -173,10 +241,21 @@ const archiveFields = {
   retentionDays: z.number().int().positive().optional().describe("Purge files older than this (rows are kept)."),
 };
 
+/** A client's TLS settings, the same for NATS and PostgreSQL. */
+const TlsClient = z
+  .object({
+    ca: z.string().optional().describe("PEM file of the CA that signed the server's certificate (default: the system's CAs)."),
+    cert: z.string().optional().describe("Client certificate (PEM file), when the server verifies clients."),
+    key: z.string().optional().describe("The client certificate's private key (PEM file)."),
+    verify: z.boolean().default(true).describe("Verify the server's certificate and name; false only for a throwaway test server."),
+  })
+  .strict();
+
 export const ArchiveSettings = z
   .object({
     ...archiveFields,
     warnPercentLeft: archiveFields.warnPercentLeft.default(20),
+    minFreeBytes: archiveFields.minFreeBytes.default(512 * 1024 * 1024),
     alertRecipients: archiveFields.alertRecipients.default([]),
     sendAlerts: archiveFields.sendAlerts.default(false),
   })
@@ -190,6 +269,7 @@ export const ArchiveOverrides = z
   .object({
     path: archiveFields.path.optional(),
     quotaGb: archiveFields.quotaGb,
+    minFreeBytes: archiveFields.minFreeBytes,
     warnPercentLeft: archiveFields.warnPercentLeft.optional(),
     alertRecipients: archiveFields.alertRecipients.optional(),
     sendAlerts: archiveFields.sendAlerts.optional(),
@@ -199,15 +279,20 @@ export const ArchiveOverrides = z
 export type ArchiveOverrides = z.infer<typeof ArchiveOverrides>;
 export type ArchiveSettings = z.infer<typeof ArchiveSettings>;
 
-export const Mailbox = z
+const MailboxFields = z
   .object({
     id: id.describe("Stable id, used in subjects, metrics and the archive layout."),
+    provider: Provider.optional(),
     name: z.string().optional().describe("Campaign name shown to people."),
     address: z.email({ message: "must be the mailbox's e-mail address, e.g. support@example.com" }),
     displayName: z.string().optional(),
-    inbound: Inbound,
+    aliases: z
+      .array(z.email({ message: "must be an e-mail address, e.g. help@example.com" }))
+      .default([])
+      .describe("The mailbox's other addresses (aliases, former names): mail from them, or with them in Sender/Return-Path/Reply-To, is the mailbox's own — a loop."),
+    inbound: Inbound.prefault({}).describe("Where mail is read; with a provider it may be left out (IMAP on the provider's server)."),
     auth: MailboxAuth,
-    smtp: Smtp.optional().describe("Outgoing server for replies; without it agents cannot answer."),
+    smtp: Smtp.optional().describe("Outgoing server for replies; without it agents cannot answer. With a provider, defaults to the provider's SMTP server."),
     defaultCc: z.array(z.email()).default([]),
     defaultBcc: z.array(z.email()).default([]),
     agentsMayAnswer: z.boolean().default(true),
@@ -221,7 +306,109 @@ export const Mailbox = z
     archive: ArchiveOverrides.optional().describe("Overrides of the top-level archive settings; unset fields inherit them."),
   })
   .strict();
-export type Mailbox = z.infer<typeof Mailbox>;
+
+/** A loaded mailbox: its provider's preset applied, so inbound and smtp hosts are always known. */
+export type Mailbox = Omit<z.infer<typeof MailboxFields>, "inbound" | "smtp"> & { inbound: Inbound; smtp?: Smtp };
+
+/**
+ * A mailbox, with its provider's preset filled in where the operator left a field out. The fields
+ * an operator writes always win; the preset's port is used only with the preset's TLS mode (an
+ * explicit `tls: starttls` on a provider whose IMAP is implicit falls back to the protocol's port).
+ * The auth check is an error, not a warning: the wrong auth type cannot log in at that provider.
+ */
+export const Mailbox = MailboxFields.transform((m, ctx): Mailbox => {
+  const preset = m.provider === undefined ? undefined : PROVIDER_PRESETS[m.provider];
+  const fix = `add it, or set provider: ${PROVIDER_NAMES.join(" | ")}`;
+  const protocol = m.inbound.protocol ?? (preset ? "imap" : undefined);
+  if (protocol === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["inbound", "protocol"], params: { fix: `add protocol: imap (or pop3), or set provider: ${PROVIDER_NAMES.join(" | ")}` }, input: m.inbound });
+  const endpoint = preset && protocol ? preset[protocol] : undefined;
+  const host = m.inbound.host ?? endpoint?.host;
+  if (host === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["inbound", "host"], params: { fix }, input: m.inbound });
+  const port = m.inbound.port ?? (endpoint ? presetPort(endpoint, m.inbound.tls) : undefined);
+  let smtp: Smtp | undefined;
+  const smtpIn = m.smtp ?? (preset ? Smtp.parse({}) : undefined);
+  if (smtpIn !== undefined) {
+    const smtpHost = smtpIn.host ?? preset?.smtp.host;
+    if (smtpHost === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["smtp", "host"], params: { fix }, input: m.smtp });
+    const smtpPort = smtpIn.port ?? (preset && smtpIn.host === undefined ? presetPort(preset.smtp, smtpIn.tls) : undefined);
+    smtp = { ...smtpIn, host: smtpHost ?? "", ...(smtpPort === undefined ? {} : { port: smtpPort }) };
+  }
+  if (preset && m.provider) {
+    for (const issue of providerAuthIssues(m.provider, m.auth.type, smtpIn?.auth?.type)) ctx.addIssue({ code: "custom", ...issue, input: m.auth });
+  }
+  const { smtp: _smtp, ...rest } = m;
+  // Delegated sign-in: the tenant and scopes of the provider, else work accounts and Exchange's scopes.
+  if (m.auth.type === "microsoft-delegated") {
+    m.auth.tenant ??= preset?.delegated.tenant ?? "organizations";
+    m.auth.scopes ??= [...(preset?.delegated.scopes ?? MICROSOFT_DELEGATED_SCOPES)];
+  }
+  if (smtp?.auth?.type === "microsoft-delegated") {
+    smtp.auth.tenant ??= preset?.delegated.tenant ?? "organizations";
+    smtp.auth.scopes ??= [...(preset?.delegated.scopes ?? MICROSOFT_DELEGATED_SCOPES)];
+  }
+  return {
+    ...rest,
+    inbound: { ...m.inbound, protocol: protocol ?? "imap", host: host ?? "", ...(port === undefined ? {} : { port }) },
+    ...(smtp === undefined ? {} : { smtp }),
+  };
+});
+
+/** Errors for auth types a provider cannot use (also run by `config check` over raw input). */
+export function providerAuthIssues(provider: ProviderName, inboundType: unknown, smtpType: unknown): { message: string; path: string[]; params: { fix: string } }[] {
+  const preset = PROVIDER_PRESETS[provider];
+  const out: { message: string; path: string[]; params: { fix: string } }[] = [];
+  if (typeof inboundType === "string" && !(preset.inboundAuth as readonly string[]).includes(inboundType)) {
+    out.push({ message: `${preset.label} mailboxes cannot be read with auth type "${inboundType}" (allowed: ${preset.inboundAuth.join(", ")})`, path: ["auth", "type"], params: { fix: preset.authFix } });
+  }
+  // Without smtp.auth the mailbox's auth sends too, and must be one SMTP accepts.
+  const sending = smtpType ?? inboundType;
+  const path = smtpType === undefined ? ["auth", "type"] : ["smtp", "auth", "type"];
+  if (typeof sending === "string" && !(preset.smtpAuth as readonly string[]).includes(sending) && !(smtpType === undefined && out.length > 0)) {
+    out.push({ message: `${preset.label} cannot send with auth type "${sending}" (allowed: ${preset.smtpAuth.join(", ")})`, path, params: { fix: preset.authFix } });
+  }
+  return out;
+}
+
+/** What happens to a received message of one classification. */
+export const ClassificationAction = z
+  .enum(["offer", "flag", "archive"])
+  .describe("offer: offer to agents; flag: offer, marked with its classification; archive: archive only, never offered.");
+export type ClassificationAction = z.infer<typeof ClassificationAction>;
+
+const loopBreakerDefaults = { maxMessages: 10, windowMinutes: 15 };
+export const LoopBreaker = z
+  .object({
+    maxMessages: z.number().int().positive().default(loopBreakerDefaults.maxMessages).describe("Offer at most this many messages from one sender to one mailbox within windowMinutes."),
+    windowMinutes: z.number().positive().default(loopBreakerDefaults.windowMinutes).describe("The window of the loop breaker, in minutes (fractions allowed)."),
+  })
+  .strict();
+export type LoopBreaker = z.infer<typeof LoopBreaker>;
+
+const classificationDefaults = { human: "offer", autoReply: "archive", bounce: "archive", bulk: "flag", loop: "archive", loopBreaker: loopBreakerDefaults } as const;
+/**
+ * Per tenant: what each of the archiver's verdicts does, and the rate-based loop breaker. Bulk
+ * defaults to `flag`, not `archive`: a list post or a newsletter may still be a customer who
+ * needs an answer (a person writing through a Google Group), and hiding people's mail is the
+ * worse mistake; auto-replies, bounces and loops are kept from agents.
+ */
+export const ClassificationSettings = z
+  .object({
+    human: ClassificationAction.default(classificationDefaults.human),
+    autoReply: ClassificationAction.default(classificationDefaults.autoReply),
+    bounce: ClassificationAction.default(classificationDefaults.bounce),
+    bulk: ClassificationAction.default(classificationDefaults.bulk),
+    loop: ClassificationAction.default(classificationDefaults.loop),
+    loopBreaker: LoopBreaker.default(loopBreakerDefaults).describe(
+      "More than maxMessages from one sender to one mailbox within windowMinutes are archived, not offered, with one alert.",
+    ),
+  })
+  .strict();
+export type ClassificationSettings = z.infer<typeof ClassificationSettings>;
+
+/** The action a tenant's settings give a verdict. */
+export function classificationAction(settings: ClassificationSettings, classification: "human" | "auto-reply" | "bounce" | "bulk" | "loop"): ClassificationAction {
+  return classification === "auto-reply" ? settings.autoReply : settings[classification];
+}
 
 export const Acd = z.discriminatedUnion("type", [
   z.object({ type: z.literal("builtin") }).strict(),
@@ -229,8 +416,25 @@ export const Acd = z.discriminatedUnion("type", [
     .object({
       type: z.literal("softdial"),
       host: hostname.describe("The CallGem controller (Softdial ControllerIp)."),
-      port: port.default(6502),
+      port: port.default(6502).describe("CallGem's media-layer port: 6502 carries ASCII, 6500 UTF-16LE."),
       switchId: z.string().min(1).default("postroom"),
+      encoding: z
+        .enum(["ascii", "utf16le"])
+        .optional()
+        .describe(
+          "Text encoding of the port: ascii (6502; non-ASCII text is tilde-escaped) or utf16le (6500, no BOM). Default: utf16le on port 6500, ascii otherwise.",
+        ),
+      causes: z
+        .record(z.string().min(1), z.number().int().min(0).max(999))
+        .default({})
+        .describe(
+          "ND cause (CA, 0-999) per agent outcome, over the defaults answered 1, forwarded 2, transferred 3, no-reply-needed 4, spam 5, closed 6, other 9, disconnected-by-acd 0, abandoned 0.",
+        ),
+      ackTimeoutSeconds: z
+        .number()
+        .positive()
+        .default(10)
+        .describe("A frame carrying TK that CallGem has not acknowledged with MV within this many seconds is reported as unacknowledged."),
     })
     .strict(),
   z
@@ -238,6 +442,24 @@ export const Acd = z.discriminatedUnion("type", [
       type: z.literal("webhook"),
       url: z.url(),
       signingSecret: SecretRef,
+      concurrency: z
+        .number()
+        .int()
+        .positive()
+        .default(8)
+        .describe("Offers POSTed at the same time, across sessions: one hung request holds back no other session."),
+      retry: z
+        .object({
+          initialDelaySeconds: z.number().positive().default(1).describe("Wait before the first retry of an offer the ACD did not take."),
+          maxDelaySeconds: z
+            .number()
+            .positive()
+            .default(300)
+            .describe("Longest wait between retries. Offers are retried for as long as the email is unanswered, never given up."),
+          timeoutSeconds: z.number().positive().default(10).describe("How long one POST may take before it counts as failed and is retried."),
+        })
+        .strict()
+        .default({ initialDelaySeconds: 1, maxDelaySeconds: 300, timeoutSeconds: 10 }),
     })
     .strict(),
 ]);
@@ -269,6 +491,31 @@ export const Queue = z
   .strict();
 export type Queue = z.infer<typeof Queue>;
 
+/**
+ * What happens to an email whose session the ACD ended without an agent handling it (a queue
+ * timeout without overflow, an abandon, a refusal): it is never closed as completed.
+ */
+export const UnansweredPolicy = z
+  .object({
+    policy: z
+      .enum(["requeue", "fallback", "close"])
+      .default("requeue")
+      .describe("requeue: offer it to the ACD again after requeueAfterSeconds; fallback: hand it to the built-in distributor's queue; close: end it (recorded as unanswered)."),
+    requeueAfterSeconds: z.number().min(0).default(300).describe("requeue: how long after the ACD let it go the email is offered again."),
+    fallbackQueue: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("fallback: the built-in distributor's queue it goes to (default: the queue it was routed to). The tenant's agents serve it in the desktop."),
+    alertAfterSeconds: z
+      .number()
+      .positive()
+      .default(3600)
+      .describe("Unanswered emails older than this raise an alert (metric postroom_asd_bridge_unanswered_oldest_age_seconds, status)."),
+  })
+  .strict();
+export type UnansweredPolicy = z.infer<typeof UnansweredPolicy>;
+
 export const Tenant = z
   .object({
     id: id.describe("Stable tenant id, used in subjects and the archive layout."),
@@ -285,7 +532,13 @@ export const Tenant = z
       .positive()
       .default(60)
       .describe("Built-in distributor: an agent who does not accept an offered session within this time loses it to another agent."),
+    unanswered: UnansweredPolicy.default({ policy: "requeue", requeueAfterSeconds: 300, alertAfterSeconds: 3600 }).describe(
+      "What happens to an email the ACD ends without an agent: it is recorded as unanswered, never as completed.",
+    ),
     mailboxes: z.array(Mailbox).min(1, { message: "a tenant needs at least one mailbox" }),
+    classification: ClassificationSettings.default(classificationDefaults).describe(
+      "What the archiver's verdicts (human, auto-reply, bounce, bulk, loop) do with received mail, and the loop breaker.",
+    ),
   })
   .strict();
 export type Tenant = z.infer<typeof Tenant>;
@@ -298,15 +551,64 @@ export const PostroomConfig = z
         url: z.string().default("nats://127.0.0.1:4222").describe("NATS server(s), comma-separated; NATS_URL overrides."),
         namespace: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).default("postroom"),
         replicas: z.number().int().min(1).max(5).default(1),
+        users: z
+          .partialRecord(
+            z.enum(["token-service", "imap-poller", "archiver", "asd-bridge", "smtp-sender"]),
+            z
+              .object({
+                user: z.string().min(1).describe("The service's NATS user (see the generated authorization block)."),
+                password: z.string().min(1).describe("Its password: a reference (env:NAME, file:/path)."),
+              })
+              .strict(),
+          )
+          .optional()
+          .describe("One NATS user per service, each with the least-privilege permissions generated from the contracts (deploy/README.md, \"NATS users\"); NATS_USER / NATS_PASSWORD override in a pod."),
+        tls: TlsClient.optional().describe("TLS to NATS (a tls:// URL also turns it on)."),
       })
       .strict()
       .default({ url: "nats://127.0.0.1:4222", namespace: "postroom", replicas: 1 }),
     database: z
       .object({
         url: z.string().min(1).describe("PostgreSQL URL (postgres://user@host:5432/db) or env:NAME; DATABASE_URL overrides."),
+        tls: TlsClient.optional().describe("TLS to PostgreSQL: every connection encrypted, the server verified."),
+        users: z
+          .partialRecord(
+            z.enum(["archiver", "asd-bridge", "smtp-sender"]),
+            z
+              .object({
+                user: z
+                  .string()
+                  .regex(/^[a-z_][a-z0-9_.-]{0,62}$/, { message: "a database user name of lowercase letters, digits, _ . - (e.g. postroom_archiver_login)" })
+                  .optional()
+                  .describe("The service's own login user, connecting to database.url's server and database."),
+                password: z.string().min(1).optional().describe("Its password: a reference (env:NAME, file:/path)."),
+                url: z.string().min(1).optional().describe("Instead of user/password: the service's whole connection URL, as a reference (env:NAME, file:/path)."),
+              })
+              .strict(),
+          )
+          .optional()
+          .describe(
+            "One PostgreSQL user per service, each with the rights of its own tables only (packages/db, \"roles\"). Set: the services apply no migration; `postroom up` (or the chart's db-setup Job) migrates as database.url's user and creates the roles. DATABASE_USER / DATABASE_PASSWORD override in a pod.",
+          ),
+        rolePrefix: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]{0,39}$/, { message: "lowercase letters, digits and _, starting with a letter or _" })
+          .default("postroom_")
+          .describe("Prefix of the services' group roles (postroom_archiver, postroom_asd_bridge, postroom_smtp_sender)."),
       })
       .strict(),
     archive: ArchiveSettings,
+    tokenStore: z
+      .object({
+        key: SecretRef.describe("The key that wraps each stored refresh token's data key: 32 or more random bytes (e.g. openssl rand -base64 32), as env:NAME or file:/path."),
+        previousKeys: z
+          .array(SecretRef)
+          .default([])
+          .describe("Keys being rotated out: grants sealed with them are still read, and re-sealed with key at token-service's start."),
+      })
+      .strict()
+      .optional()
+      .describe("Where token-service keeps delegated OAuth grants: NATS KV, envelope-encrypted (AES-256-GCM). Required when a mailbox uses microsoft-delegated."),
     logs: z
       .object({
         path: z.string().optional().describe("Folder for protocol transcripts and log files."),
@@ -320,9 +622,31 @@ export const PostroomConfig = z
         host: z.string().min(1).default("127.0.0.1").describe("Address the agent API and desktop listen on."),
         port: z.number().int().min(0).max(65535).default(8480).describe("Port of the agent API and desktop (0: any free port)."),
         publicUrl: z.url().optional().describe("How an ACD reaches the agent API (webhook links to the email); defaults to http://host:port."),
+        allowedHosts: z
+          .array(z.string().min(1).regex(/^(?:[A-Za-z0-9._-]+|\[?[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]?)$/, { message: "a host name or address without scheme, path or port, e.g. desk.example.com" }))
+          .optional()
+          .describe(
+            "Host header values the API answers (names or addresses, no port); others get 421 (DNS rebinding). Default: the listen host, localhost, 127.0.0.1, ::1 and publicUrl's host; when listening on 0.0.0.0 or :: also any IP address.",
+          ),
+        trustedProxies: z
+          .array(z.string().regex(/^[0-9a-fA-F.:]+(\/\d{1,3})?$/, { message: "an IP address or CIDR range, e.g. 10.0.0.0/8" }))
+          .default([])
+          .describe(
+            "Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client: login limits and the audit use its last address. Empty: the socket's peer, never the header.",
+          ),
+        login: z
+          .object({
+            freeAttempts: z.number().int().min(1).max(100).default(5).describe("Wrong passwords for one account before each next attempt must wait (1 s, doubling)."),
+            lockAfter: z.number().int().min(1).max(1000).default(10).describe("Wrong passwords in a row for one account before it is locked for lockoutSeconds."),
+            addressLockAfter: z.number().int().min(1).max(10000).default(50).describe("Wrong passwords from one client address (any account) before that address is locked for lockoutSeconds."),
+            lockoutSeconds: z.number().int().min(1).max(86400).default(900).describe("How long a lockout lasts; a correct password is refused meanwhile. Failures older than this are forgotten."),
+          })
+          .strict()
+          .default({ freeAttempts: 5, lockAfter: 10, addressLockAfter: 50, lockoutSeconds: 900 })
+          .describe("Login backoff and lockout, per account (tenant + agent) and per client address."),
       })
       .strict()
-      .default({ host: "127.0.0.1", port: 8480 })
+      .default({ host: "127.0.0.1", port: 8480, trustedProxies: [], login: { freeAttempts: 5, lockAfter: 10, addressLockAfter: 50, lockoutSeconds: 900 } })
       .describe("asd-bridge's HTTP API for agents, supervisors and ACD callbacks."),
   })
   .strict()

@@ -10,7 +10,7 @@ export const MailboxAuthStatus = z.object({
   tenant: z.string(),
   mailbox: z.string(),
   /** Which kind of credential the mailbox uses. */
-  provider: z.enum(["password", "microsoft365", "google-service-account"]),
+  provider: z.enum(["password", "microsoft365", "google-service-account", "microsoft-delegated"]),
   /** ok: the last credential was served; transient: retrying with backoff; needs-admin: a person must fix the setup. */
   state: z.enum(["ok", "transient", "needs-admin"]),
   /** The provider's code of the last failure (`AADSTS7000215`, `invalid_grant`, ...), null when ok. */
@@ -31,6 +31,17 @@ export const MailboxAuthStatus = z.object({
       fix: z.string(),
     }),
   ),
+  /** The last delegated sign-in (`postroom auth sign-in`), for the CLI that waits for it. */
+  signIn: z
+    .object({
+      /** The id the sign-in reply gave the CLI. */
+      id: z.string(),
+      state: z.enum(["pending", "done", "failed"]),
+      /** The account that signed in (done), or why it failed. */
+      message: z.string().nullable(),
+      at: z.string(),
+    })
+    .optional(),
   updatedAt: z.string(),
 });
 export type MailboxAuthStatus = z.infer<typeof MailboxAuthStatus>;

@@ -1,8 +1,14 @@
-export { names, token, InvalidTokenError } from "./names.js";
-export type { Names, Subjects, StreamNames, ConsumerNames, BucketNames } from "./names.js";
+export { names, token, InvalidTokenError, mailboxOfSubject } from "./names.js";
+export type { Names, Subjects, StreamNames, ConsumerNames, BucketNames, SubjectMailbox } from "./names.js";
 export { streamDefinitions, MAIL_EVENTS_MAX_AGE_MS, RAW_MAIL_TTL_MS } from "./streams.js";
 export type { StreamDefinition, StreamOptions } from "./streams.js";
 export * from "./messages.js";
 export { IngestControl, ingestKey } from "./control.js";
 export { MailboxLease, ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys, isStalled } from "./ingestion.js";
 export { MailboxAuthStatus } from "./auth-status.js";
+export * from "./mail-marks.js";
+export { replyRecipients, isValidAddress } from "./recipients.js";
+export type { ReplyOriginal } from "./recipients.js";
+export { AcdStatus, AcdState, AcdProblem, oldestUnansweredSeconds } from "./acd-status.js";
+export { SERVICES, inboxPrefix, natsPermissions, natsAuthorizationUsers, natsAuthorizationBlock, natsHelmValues, natsPasswordVariable, deploymentUsers, streamsOf } from "./permissions.js";
+export type { ServiceName, NatsPermissions, NatsUser, PermissionTenant } from "./permissions.js";

@@ -57,8 +57,20 @@ export const MailReceived = z.object({
   offer: z.boolean(),
   /** The message exceeded the mailbox's maximum size: archive raw, flag it. */
   oversize: z.boolean().default(false),
+  /**
+   * The raw bytes themselves, base64, for a message of at most `INLINE_RAW_MAX_BYTES`: no object
+   * store round trips on either side. `raw` still gives their size and SHA-256 (its object name is
+   * then never written). Absent: the bytes are in the object store under `raw.name`.
+   */
+  rawInline: z.string().optional(),
 });
 export type MailReceived = z.infer<typeof MailReceived>;
+
+/**
+ * Raw messages up to this size travel inside `mail.received` (base64: 4/3 of it, well under the
+ * stream's 1 MiB message limit with the JSON around it); larger ones go through the object store.
+ */
+export const INLINE_RAW_MAX_BYTES = 512 * 1024;
 
 export const AutoFlags = z.object({
   autoReply: z.boolean(),
@@ -66,6 +78,14 @@ export const AutoFlags = z.object({
   loop: z.boolean(),
 });
 export type AutoFlags = z.infer<typeof AutoFlags>;
+
+/**
+ * What the archiver concluded about a received message (services/archiver/src/classify.ts):
+ * a person wrote it, or an auto-responder, a delivery status notification, a mailing list or
+ * mass mailing, or a mail loop. Sent messages are always "human".
+ */
+export const Classification = z.enum(["human", "auto-reply", "bounce", "bulk", "loop"]);
+export type Classification = z.infer<typeof Classification>;
 
 export const MailArchived = z.object({
   version: v1,
@@ -85,7 +105,12 @@ export const MailArchived = z.object({
   from: z.string(),
   to: z.array(z.string()),
   cc: z.array(z.string()),
+  /** Kept for readers written before `classification`; derived from it (bulk sets none of them). */
   flags: AutoFlags,
+  /** The archiver's verdict; events written before it existed read as "human". */
+  classification: Classification.default("human"),
+  /** The signal that decided the verdict, e.g. "Auto-Submitted: auto-replied" (null for plain human mail). */
+  classificationReason: z.string().nullable().default(null),
   /** Set when the message could not be parsed; the raw .eml is archived all the same. */
   parseError: z.string().nullable(),
   offer: z.boolean(),
@@ -168,6 +193,11 @@ export const MailSent = z.object({
   raw: ObjectRef,
   envelope: z.object({ from: z.string(), to: z.array(z.string()) }),
   serverResponse: z.string(),
+  /**
+   * Recipients the server refused while it accepted the others (the message went out to those):
+   * each with the server's own words. Absent from events of senders older than this field.
+   */
+  refused: z.array(z.object({ recipient: z.string(), response: z.string() })).optional(),
   sessionId: z.string().optional(),
   sentAt: isoTime,
 });
@@ -199,6 +229,28 @@ export const DiskAlert = z.object({
   raisedAt: isoTime,
 });
 export type DiskAlert = z.infer<typeof DiskAlert>;
+
+/**
+ * The loop breaker (archiver) stopped offering one sender's mail to a mailbox: more than
+ * `maxMessages` arrived within `windowMinutes`. Raised once per episode — again only after the
+ * sender has been quiet for a whole window. The messages are archived, never offered.
+ */
+export const LoopAlert = z.object({
+  version: v1,
+  tenant: id,
+  mailbox: id,
+  /** The sender's address (From), lower-cased. */
+  sender: z.string(),
+  /** Messages from the sender within the window, the one that tripped the breaker included. */
+  messages: z.number().int().positive(),
+  maxMessages: z.number().int().positive(),
+  windowMinutes: z.number().positive(),
+  /** The message that tripped the breaker. */
+  messageKey: z.string(),
+  subject: z.string(),
+  raisedAt: isoTime,
+});
+export type LoopAlert = z.infer<typeof LoopAlert>;
 
 export const MailboxState = z.enum(["connecting", "idle", "polling", "backing-off", "needs-admin", "paused", "stopped"]);
 export type MailboxState = z.infer<typeof MailboxState>;
@@ -235,8 +287,31 @@ export const CredentialRequest = z.object({
   purpose: CredentialPurpose,
   /** Set when the caller's server refused the previous credential: forces one fresh token. */
   rejected: z.boolean().default(false),
+  /**
+   * The mailbox the requester means; token-service refuses a request whose subject names another.
+   * Optional so that requesters of an earlier release are still answered.
+   */
+  tenant: id.optional(),
+  mailbox: id.optional(),
+  /**
+   * The requester's public key (NaCl box, 32 bytes, base64): token-service seals the reply to it,
+   * so only the requesting process can read the credential. token-service answers a request
+   * without one with an error, never with a secret.
+   */
+  replyKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/).optional(),
 });
 export type CredentialRequest = z.infer<typeof CredentialRequest>;
+
+/**
+ * A reply sealed to the requester's `replyKey`: `box` is the JSON of a `CredentialReply`,
+ * encrypted and authenticated with NaCl box from a key pair token-service makes for this one reply
+ * (`key`, its public half) and `nonce`. All base64.
+ */
+export const SealedReply = z.object({
+  version: v1,
+  sealed: z.object({ key: z.string(), nonce: z.string(), box: z.string() }),
+});
+export type SealedReply = z.infer<typeof SealedReply>;
 
 export const Credential = z.discriminatedUnion("mechanism", [
   z.object({ version: v1, mechanism: z.literal("PLAIN"), username: z.string(), password: z.string() }),
@@ -263,3 +338,31 @@ export type CredentialError = z.infer<typeof CredentialError>;
 
 export const CredentialReply = z.union([Credential, CredentialError]);
 export type CredentialReply = z.infer<typeof CredentialReply>;
+
+/**
+ * `postroom auth sign-in` → token-service: start the device-code flow for a delegated mailbox.
+ * token-service runs the flow itself, so the refresh token never leaves it; the CLI only shows
+ * the code and waits for the mailbox's auth state (`signIn` in `MailboxAuthStatus`).
+ */
+export const SignInRequest = z.object({
+  version: v1,
+  tenant: id,
+  mailbox: id,
+});
+export type SignInRequest = z.infer<typeof SignInRequest>;
+
+/** token-service's answer: what the person signing in must do (nothing secret: the code is for them to type). */
+export const SignInStarted = z.object({
+  version: v1,
+  /** Matches `MailboxAuthStatus.signIn.id` once the flow ends. */
+  signInId: z.string(),
+  verificationUri: z.string(),
+  userCode: z.string(),
+  /** The identity platform's own instruction line. */
+  message: z.string(),
+  expiresAt: isoTime,
+});
+export type SignInStarted = z.infer<typeof SignInStarted>;
+
+export const SignInReply = z.union([SignInStarted, CredentialError]);
+export type SignInReply = z.infer<typeof SignInReply>;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { InvalidTokenError, names } from "./names.js";
+import { InvalidTokenError, mailboxOfSubject, names } from "./names.js";
 import { MailReceived, messageKey, type MailboxStatus } from "./messages.js";
 import { isStalled, leaseKey, replicaKey, replicaKeys } from "./ingestion.js";
 import { streamDefinitions } from "./streams.js";
@@ -20,6 +20,7 @@ test("every subject, for tenant acme and mailbox support", () => {
       sessionAssigned: s.sessionAssigned("acme", "support"),
       sessionCompleted: s.sessionCompleted("acme", "support"),
       diskAlert: s.diskAlert("acme", "support"),
+      loopAlert: s.loopAlert("acme", "support"),
       mailboxStatus: s.mailboxStatus("acme", "support"),
       credentialRequest: s.credentialRequest("acme", "support"),
       credentialRejected: s.credentialRejected("acme", "support"),
@@ -34,6 +35,7 @@ test("every subject, for tenant acme and mailbox support", () => {
       sessionAssigned: "postroom.acme.session.assigned.support",
       sessionCompleted: "postroom.acme.session.completed.support",
       diskAlert: "postroom.acme.alert.disk.support",
+      loopAlert: "postroom.acme.alert.loop.support",
       mailboxStatus: "postroom.acme.mailbox.status.support",
       credentialRequest: "postroom.acme.auth.credential.support",
       credentialRejected: "postroom.acme.auth.rejected.support",
@@ -49,7 +51,7 @@ test("every stream with its subjects and retention", () => {
       ["POSTROOM_MAIL", ["postroom.*.mail.received.*", "postroom.*.mail.archived.*", "postroom.*.mail.sent.*", "postroom.*.mail.send-failed.*"], "limits"],
       ["POSTROOM_SEND_COMMANDS", ["postroom.*.mail.send.*"], "workqueue"],
       ["POSTROOM_SESSIONS", ["postroom.*.session.*.*"], "limits"],
-      ["POSTROOM_ALERTS", ["postroom.*.alert.disk.*"], "limits"],
+      ["POSTROOM_ALERTS", ["postroom.*.alert.disk.*", "postroom.*.alert.loop.*"], "limits"],
     ],
   );
   assert.ok(defs.every((d) => d.duplicate_window === 120_000_000_000), "2-minute dedupe window by default");
@@ -69,12 +71,14 @@ test("consumers and buckets", () => {
       n.consumers.archiverReceived("acme"),
       n.consumers.archiverSent(),
       n.consumers.asdBridgeArchived(),
+      n.consumers.asdBridgeSent(),
+      n.consumers.asdBridgeSendFailed("acme"),
       n.consumers.smtpSender(),
       n.consumers.pollerCommit("acme", "support"),
     ],
-    ["archiver", "archiver-acme", "archiver-sent", "asd-bridge", "smtp-sender", "imap-poller-acme-support"],
+    ["archiver", "archiver-acme", "archiver-sent", "asd-bridge", "asd-bridge-sent", "asd-bridge-send-failed-acme", "smtp-sender", "imap-poller-acme-support"],
   );
-  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail", "postroom-ingested"]);
+  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail", "postroom-ingested", "postroom-acd-status", "postroom-oauth-grants"]);
 });
 
 test("mailbox status keys: the poller's entry and smtp-sender's entry beside it", () => {
@@ -82,6 +86,13 @@ test("mailbox status keys: the poller's entry and smtp-sender's entry beside it"
   assert.equal(n.mailboxKey("acme", "support"), "acme.support");
   assert.equal(n.mailboxSmtpKey("acme", "support"), "acme.support.smtp");
   assert.equal(n.mailboxAuthKey("acme", "support"), "acme.support.auth");
+});
+
+test("a tenant's ACD status has its own key in its own bucket", () => {
+  const n = names();
+  assert.equal(n.buckets.acdStatus, "postroom-acd-status");
+  assert.equal(n.acdStatusKey("acme"), "acme");
+  assert.throws(() => n.acdStatusKey("acme.support"), InvalidTokenError);
 });
 
 test("a namespace isolates every name (one per test file)", () => {
@@ -141,4 +152,24 @@ test("raw bytes outlive the events that point at them", async () => {
   assert.ok(RAW_MAIL_TTL_MS > MAIL_EVENTS_MAX_AGE_MS);
   const mail = streamDefinitions(names(), { mailMaxAgeMs: 365 * 24 * 3600 * 1000 }).find((d) => d.name === "POSTROOM_MAIL")!;
   assert.ok(mail.max_age <= RAW_MAIL_TTL_MS * 1_000_000, "a longer configured event age is capped at the raw bytes' TTL");
+});
+
+test("mailboxOfSubject reads tenant and mailbox only from a subject of exactly the expected kind", () => {
+  const n = names("tns");
+  const s = n.subjects;
+  assert.deepEqual(mailboxOfSubject(s.credentialRequest, "tns.acme.auth.credential.support"), { tenant: "acme", mailbox: "support" });
+  assert.deepEqual(mailboxOfSubject(s.mailSend, s.mailSend("globex", "sales")), { tenant: "globex", mailbox: "sales" });
+  // Another kind, another namespace, extra or missing tokens, an unusable token: no match.
+  for (const other of [
+    "tns.acme.auth.rejected.support",
+    "postroom.acme.auth.credential.support",
+    "tns.acme.auth.credential.x.support",
+    "tns.acme.credential.support",
+    "tns.ACME.auth.credential.support",
+    "tns.acme.auth.credential.*",
+    "tns",
+    "",
+  ]) {
+    assert.equal(mailboxOfSubject(s.credentialRequest, other), undefined, other);
+  }
 });

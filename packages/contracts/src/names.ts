@@ -32,7 +32,7 @@ export interface Subjects {
   mailArchived(tenant: string, mailbox: string): string;
   /** asd-bridge, archiver (alerts) → smtp-sender: send this message. */
   mailSend(tenant: string, mailbox: string): string;
-  /** smtp-sender → archiver: the SMTP server accepted the message. */
+  /** smtp-sender → archiver, asd-bridge: the SMTP server accepted the message. */
   mailSent(tenant: string, mailbox: string): string;
   /** smtp-sender → archiver, asd-bridge: the message could not be sent. */
   mailSendFailed(tenant: string, mailbox: string): string;
@@ -44,12 +44,16 @@ export interface Subjects {
   sessionCompleted(tenant: string, mailbox: string): string;
   /** archiver → smtp-sender (alert mail), operators: the archive disk crossed a threshold. */
   diskAlert(tenant: string, mailbox: string): string;
+  /** archiver → operators: the loop breaker stopped offering one sender's mail to this mailbox. */
+  loopAlert(tenant: string, mailbox: string): string;
   /** imap-poller, token-service → status watchers: the mailbox's state changed (also kept in KV). */
   mailboxStatus(tenant: string, mailbox: string): string;
   /** request-reply to token-service: give me a credential for this mailbox. */
   credentialRequest(tenant: string, mailbox: string): string;
   /** request-reply to token-service: the server refused the credential you gave me. */
   credentialRejected(tenant: string, mailbox: string): string;
+  /** request-reply to token-service (from `postroom auth sign-in`): start a delegated sign-in for this mailbox. */
+  signIn(tenant: string, mailbox: string): string;
   /** Wildcards used by stream definitions and consumers. */
   wildcard: {
     mailReceived(tenant?: string): string;
@@ -59,9 +63,11 @@ export interface Subjects {
     mailSendFailed(tenant?: string): string;
     session(tenant?: string): string;
     diskAlert(tenant?: string): string;
+    loopAlert(tenant?: string): string;
     mailboxStatus(tenant?: string): string;
     credentialRequest(tenant?: string): string;
     credentialRejected(tenant?: string): string;
+    signIn(tenant?: string): string;
   };
 }
 
@@ -83,6 +89,10 @@ export interface ConsumerNames {
   archiverSent(tenant?: string): string;
   /** asd-bridge, on mail.archived. */
   asdBridgeArchived(tenant?: string): string;
+  /** asd-bridge, on mail.sent (each agent reply's state for the desktop). */
+  asdBridgeSent(tenant?: string): string;
+  /** asd-bridge, on mail.send-failed (nats-server 2.9 has one filter subject per consumer, so two). */
+  asdBridgeSendFailed(tenant?: string): string;
   /** smtp-sender, on mail.send commands. */
   smtpSender(tenant?: string): string;
   /** imap-poller's per-mailbox commit consumer on mail.archived (after-import actions). */
@@ -105,6 +115,13 @@ export interface BucketNames {
    * SHA-256 of the raw message, so a folder whose UIDVALIDITY changed is re-mapped, not re-offered.
    */
   ingested: string;
+  /** KV: the latest `AcdStatus` per tenant, written by asd-bridge (`acdStatusKey`). */
+  acdStatus: string;
+  /**
+   * KV: delegated OAuth grants (refresh tokens) per mailbox (`mailboxKey`), envelope-encrypted by
+   * token-service, the only service that may read or write it.
+   */
+  oauthGrants: string;
 }
 
 export interface Names {
@@ -125,6 +142,8 @@ export interface Names {
    * written by token-service beside the poller's entry, never over it (`MailboxAuthStatus`).
    */
   mailboxAuthKey(tenant: string, mailbox: string): string;
+  /** Key of a tenant's ACD status in the acd-status bucket (`<tenant>`), written by asd-bridge (`AcdStatus`). */
+  acdStatusKey(tenant: string): string;
 }
 
 /** Builds every name under one namespace root (default `postroom`). */
@@ -149,9 +168,11 @@ export function names(root = "postroom"): Names {
       sessionAssigned: (t, mb) => s(t, "session", "assigned", m(mb)),
       sessionCompleted: (t, mb) => s(t, "session", "completed", m(mb)),
       diskAlert: (t, mb) => s(t, "alert", "disk", m(mb)),
+      loopAlert: (t, mb) => s(t, "alert", "loop", m(mb)),
       mailboxStatus: (t, mb) => s(t, "mailbox", "status", m(mb)),
       credentialRequest: (t, mb) => s(t, "auth", "credential", m(mb)),
       credentialRejected: (t, mb) => s(t, "auth", "rejected", m(mb)),
+      signIn: (t, mb) => s(t, "auth", "sign-in", m(mb)),
       wildcard: {
         mailReceived: (t) => w(t, "mail", "received", "*"),
         mailArchived: (t) => w(t, "mail", "archived", "*"),
@@ -160,9 +181,11 @@ export function names(root = "postroom"): Names {
         mailSendFailed: (t) => w(t, "mail", "send-failed", "*"),
         session: (t) => w(t, "session", "*", "*"),
         diskAlert: (t) => w(t, "alert", "disk", "*"),
+        loopAlert: (t) => w(t, "alert", "loop", "*"),
         mailboxStatus: (t) => w(t, "mailbox", "status", "*"),
         credentialRequest: (t) => w(t, "auth", "credential", "*"),
         credentialRejected: (t) => w(t, "auth", "rejected", "*"),
+        signIn: (t) => w(t, "auth", "sign-in", "*"),
       },
     },
     streams: {
@@ -175,6 +198,8 @@ export function names(root = "postroom"): Names {
       archiverReceived: (t) => perTenant("archiver", t),
       archiverSent: (t) => perTenant("archiver-sent", t),
       asdBridgeArchived: (t) => perTenant("asd-bridge", t),
+      asdBridgeSent: (t) => perTenant("asd-bridge-sent", t),
+      asdBridgeSendFailed: (t) => perTenant("asd-bridge-send-failed", t),
       smtpSender: (t) => perTenant("smtp-sender", t),
       pollerCommit: (t, mb) => `imap-poller-${token("tenant id", t)}-${m(mb)}`,
     },
@@ -185,9 +210,39 @@ export function names(root = "postroom"): Names {
       control: `${root}-control`,
       rawMail: `${root}-raw-mail`,
       ingested: `${root}-ingested`,
+      acdStatus: `${root}-acd-status`,
+      oauthGrants: `${root}-oauth-grants`,
     },
     mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
     mailboxSmtpKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.smtp`,
     mailboxAuthKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.auth`,
+    acdStatusKey: (t) => token("tenant id", t),
   };
+}
+
+/** The tenant and mailbox a per-mailbox subject names. */
+export interface SubjectMailbox {
+  tenant: string;
+  mailbox: string;
+}
+
+/**
+ * Which tenant and mailbox `subject` names, if it is exactly what `build` makes for some pair
+ * (`build` is one of the per-mailbox builders, e.g. `n.subjects.credentialRequest`). The pair is
+ * read from the subject and then checked by building the subject again, so a subject of another
+ * kind, another namespace or with extra tokens matches nothing — callers never pick tokens by
+ * position on trust.
+ */
+export function mailboxOfSubject(build: (tenant: string, mailbox: string) => string, subject: string): SubjectMailbox | undefined {
+  const tokens = subject.split(".");
+  // Every per-mailbox subject is <root>.<tenant>.<area>.<event>.<mailbox>: the root is one token.
+  const tenant = tokens[1];
+  const mailbox = tokens[tokens.length - 1];
+  if (tenant === undefined || mailbox === undefined || tokens.length < 3) return undefined;
+  try {
+    return build(tenant, mailbox) === subject ? { tenant, mailbox } : undefined;
+  } catch (error) {
+    if (error instanceof InvalidTokenError) return undefined;
+    throw error;
+  }
 }

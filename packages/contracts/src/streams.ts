@@ -85,7 +85,7 @@ export function streamDefinitions(n: Names, options: StreamOptions = {}): Stream
       ...common,
       name: n.streams.alerts,
       description: "Disk and other operator alerts",
-      subjects: [w.diskAlert()],
+      subjects: [w.diskAlert(), w.loopAlert()],
       retention: "limits",
       max_age: 30 * DAY * MS,
     },

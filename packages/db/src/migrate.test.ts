@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
 import pg from "pg";
 import { createPool } from "./pool.js";
-import { migrate } from "./migrate.js";
+import { migrate, migrateWhenReachable } from "./migrate.js";
 import { migrations } from "./migrations.js";
 
 const admin = process.env.DATABASE_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -52,6 +52,32 @@ test("the same source message cannot be stored twice", async () => {
       );
     await insert("k1");
     await assert.rejects(insert("k2"), /messages_imap_key/, "same (tenant, mailbox, folder, uidvalidity, uid) under another key is refused");
+  } finally {
+    await pool.end();
+  }
+});
+
+test("migrateWhenReachable waits while PostgreSQL refuses connections, then migrates; a failing migration is thrown at once", async () => {
+  const pool = createPool(url);
+  const realConnect = pool.connect.bind(pool);
+  let refusals = 0;
+  // The first two connections are refused as by a stopped server (the error node-postgres gives).
+  (pool as unknown as { connect: () => Promise<unknown> }).connect = async () => {
+    if (refusals < 2) {
+      refusals++;
+      throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    }
+    return realConnect();
+  };
+  const waits: number[] = [];
+  try {
+    await migrateWhenReachable(pool, { onWait: (_e, attempt) => waits.push(attempt) });
+    assert.deepEqual(waits, [1, 2]);
+    await assert.rejects(
+      migrateWhenReachable(pool, { migrations: [{ version: 99_999, name: "broken", sql: "SELECT * FROM no_such_table" }], onWait: () => waits.push(-1) }),
+      /migration 99999 \(broken\) failed/,
+    );
+    assert.deepEqual(waits, [1, 2], "no waiting for a migration that fails");
   } finally {
     await pool.end();
   }

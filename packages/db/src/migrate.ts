@@ -1,5 +1,6 @@
 import type { Pool } from "pg";
 import { migrations as all, type Migration } from "./migrations.js";
+import { isDatabaseUnavailable } from "./unavailable.js";
 
 /** Arbitrary constant: the advisory lock that serialises migrations across replicas. */
 const MIGRATION_LOCK = 7_464_201_318;
@@ -35,4 +36,22 @@ export async function migrate(pool: Pool, migrations: Migration[] = all): Promis
     client.release();
   }
   return applied;
+}
+
+/**
+ * `migrate`, waiting while PostgreSQL is unreachable (stopped, restarting, refusing connections)
+ * instead of failing: a service started during a database outage waits for it, as a running one
+ * does, rather than exiting into a restart loop. Capped backoff of 0.5 s doubling to 5 s; any
+ * other error (a migration that fails) is thrown at once.
+ */
+export async function migrateWhenReachable(pool: Pool, options: { onWait?: (error: unknown, attempt: number) => void; migrations?: Migration[] } = {}): Promise<number[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await migrate(pool, options.migrations);
+    } catch (error) {
+      if (!isDatabaseUnavailable(error)) throw error;
+      options.onWait?.(error, attempt);
+      await new Promise((r) => setTimeout(r, Math.min(5_000, 500 * 2 ** (attempt - 1))));
+    }
+  }
 }

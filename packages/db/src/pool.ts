@@ -1,12 +1,33 @@
+import { readFileSync } from "node:fs";
 import pg from "pg";
+
+/** TLS to PostgreSQL: the CA to trust, an optional client certificate, verification on unless switched off. */
+export interface PoolTls {
+  ca?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+  verify?: boolean | undefined;
+}
 
 /**
  * A pool whose idle-client errors (PostgreSQL restarting) are reported instead of crashing the
  * process: queries fail while the database is away and succeed again when it returns.
  */
-export function createPool(url: string, options: { max?: number; onError?: (error: Error) => void } = {}): pg.Pool {
+export function createPool(url: string, options: { max?: number; onError?: (error: Error) => void; tls?: PoolTls | undefined } = {}): pg.Pool {
+  const tls = options.tls;
   const pool = new pg.Pool({
     connectionString: url,
+    // Files read once here: a missing CA is a start-up error naming the file, not a failed query later.
+    ...(tls
+      ? {
+          ssl: {
+            rejectUnauthorized: tls.verify !== false,
+            ...(tls.ca ? { ca: readFileSync(tls.ca, "utf8") } : {}),
+            ...(tls.cert ? { cert: readFileSync(tls.cert, "utf8") } : {}),
+            ...(tls.key ? { key: readFileSync(tls.key, "utf8") } : {}),
+          },
+        }
+      : {}),
     max: options.max ?? 5,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,

@@ -1,9 +1,10 @@
-import { AckPolicy, DeliverPolicy, jetstreamManager, type JsMsg, type ConsumerMessages } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, jetstreamManager, type ConsumerConfig, type JsMsg, type ConsumerMessages } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SpanKind, SpanStatusCode, context, metrics, trace, type Counter, type Histogram } from "@opentelemetry/api";
 import { HANDLE_BUCKETS_SECONDS, METRICS } from "@postroom/telemetry/catalogue";
 import type { z } from "zod";
 import { jetStreamOf } from "./publish.js";
+import { retryTransient } from "./transient.js";
 import { traceContextOf } from "./trace-context.js";
 
 /** What a handler decided about one message. Decided by the service's pure classifiers. */
@@ -33,6 +34,12 @@ export interface DurableConsumerOptions<T> {
   onProblem?: (problem: { subject: string; reason: string; action: Verdict["action"]; error?: unknown }) => void;
   /** Where new durable consumers start (default: all messages in the stream). */
   deliverPolicy?: "all" | "new";
+  /**
+   * Acknowledge with a plain `ack()` (no round trip) instead of waiting for the server to confirm
+   * it (`ackAck()`, the default). Only for handlers that are idempotent end to end: a lost ack means
+   * one redelivery after the ack wait, which such a handler recognises as done.
+   */
+  plainAcks?: boolean;
 }
 
 /**
@@ -60,22 +67,12 @@ export class DurableConsumer<T> {
    * acknowledged (`ackPending`). Read from the server, for the lag gauges and readiness.
    */
   async lag(): Promise<{ consumer: string; pending: number; ackPending: number }> {
-    const jsm = await jetstreamManager(this.options.nc);
-    const info = await jsm.consumers.info(this.options.stream, this.options.durable);
-    return { consumer: this.options.durable, pending: info.num_pending, ackPending: info.num_ack_pending };
+    return durableLag(this.options.nc, this.options.stream, this.options.durable);
   }
 
   async start(): Promise<void> {
     const o = this.options;
-    // Instruments are made here, not at import: the metrics API has no proxy, so they must be
-    // created after the service started telemetry (a no-op meter otherwise).
-    const meter = metrics.getMeter("@postroom/nats-kit");
-    this.#handled = meter.createCounter(METRICS.handled.name, { description: METRICS.handled.help });
-    this.#duration = meter.createHistogram(METRICS.handleDuration.name, {
-      description: METRICS.handleDuration.help,
-      advice: { explicitBucketBoundaries: HANDLE_BUCKETS_SECONDS },
-    });
-    const jsm = await jetstreamManager(o.nc);
+    ({ handled: this.#handled, duration: this.#duration } = handlerInstruments());
     const config = {
       durable_name: o.durable,
       ack_policy: AckPolicy.Explicit,
@@ -84,20 +81,8 @@ export class DurableConsumer<T> {
       max_ack_pending: o.maxAckPending ?? 1,
       deliver_policy: o.deliverPolicy === "new" ? DeliverPolicy.New : DeliverPolicy.All,
     };
-    try {
-      await jsm.consumers.info(o.stream, o.durable);
-      const { durable_name: _name, deliver_policy: _policy, ...update } = config;
-      await jsm.consumers.update(o.stream, o.durable, update);
-    } catch (error) {
-      if (!/not found/i.test(String(error))) throw error;
-      try {
-        await jsm.consumers.add(o.stream, config);
-      } catch (addError) {
-        if (!/already (in use|exists)/i.test(String(addError))) throw addError;
-      }
-    }
-    const consumer = await jetStreamOf(o.nc).consumers.get(o.stream, o.durable);
-    this.#messages = await consumer.consume({ max_messages: Math.max(1, o.maxAckPending ?? 1) });
+    const consumer = await ensureDurable(o.nc, o.stream, config);
+    this.#messages = await consumer.consume({ max_messages: Math.max(1, o.maxAckPending ?? 1), ...PULL_LIFETIME });
     const limit = o.maxAckPending ?? 1;
     this.#loop = (async () => {
       for await (const msg of this.#messages!) {
@@ -145,7 +130,7 @@ export class DurableConsumer<T> {
       payload = o.schema.parse(msg.json());
     } catch (error) {
       o.onProblem?.({ subject: msg.subject, reason: "payload does not match the schema", action: "term", error });
-      msg.term("payload does not match the schema");
+      msg.term();
       return { action: "term", reason: "payload does not match the schema" };
     }
     let verdict: Verdict;
@@ -158,14 +143,18 @@ export class DurableConsumer<T> {
     }
     switch (verdict.action) {
       case "ack":
-        await msg.ackAck().catch(() => msg.ack());
+        if (o.plainAcks) msg.ack();
+        else await msg.ackAck().catch(() => msg.ack());
         break;
       case "retry":
         msg.nak(verdict.delayMs);
         break;
       case "term":
         o.onProblem?.({ subject: msg.subject, reason: verdict.reason, action: "term" });
-        msg.term(verdict.reason);
+        // Without the reason: nats-server 2.9 does not know "+TERM <reason>" (2.10 added it) and
+        // leaves the message pending, to come back after every ack wait, for ever. The reason is
+        // in the log through onProblem instead.
+        msg.term();
         break;
     }
     return verdict;
@@ -180,8 +169,74 @@ export class DurableConsumer<T> {
   }
 }
 
+/**
+ * How every consumer pulls, so that a pull lost with its consumer's leader is noticed within
+ * seconds. A pull request waits only on the node that leads the consumer; when that node dies
+ * the request dies with it, silently: no message, no "request expired", and the client's own
+ * connection (to another node) never drops. nats.js notices only by missing the pull's idle
+ * heartbeats (two in a row), then pulls again; and the new leader's "409 Leadership Change" to
+ * the lost request counts as a heartbeat, so the count starts over after the election. With
+ * nats.js's defaults (30 s pulls, heartbeats every 15 s) consumption stopped for 45 s after every
+ * SIGKILL of a consumer's leader on the three-node 2.9 cluster with the node left down
+ * (`src/cluster-failover.test.ts`); with these, 8–10 s. `bind`: while heartbeats are missing,
+ * pull again every second without first asking CONSUMER.INFO — which, while the consumer elects
+ * its new leader, waits out its 10 s deadline and then backs off for up to 7.5 s more (10–24 s
+ * measured with it). What `bind` gives up: nats.js would report a consumer deleted from under it
+ * (it went on retrying then too; nothing here deletes a durable). The price: per idle consumer
+ * a heartbeat every second and a new pull every 5 s, small messages, no JetStream API requests.
+ */
+export const PULL_LIFETIME = { expires: 5_000, idle_heartbeat: 1_000, bind: true } as const;
+
 /** Capped exponential backoff with jitter for redeliveries: 1 s, 2 s, 4 s … 60 s. */
 export function backoffMs(deliveryCount: number, random: () => number = Math.random): number {
   const base = Math.min(60_000, 1000 * 2 ** Math.max(0, deliveryCount - 1));
   return Math.round(base / 2 + (random() * base) / 2);
+}
+
+/** A durable consumer's lag as the server reports it (not yet delivered; delivered, not acknowledged). */
+export async function durableLag(nc: NatsConnection, stream: string, durable: string): Promise<{ consumer: string; pending: number; ackPending: number }> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.consumers.info(stream, durable);
+  return { consumer: durable, pending: info.num_pending, ackPending: info.num_ack_pending };
+}
+
+/**
+ * The handled-messages counter and handling-time histogram every consumer records. Made when a
+ * consumer starts, not at import: the metrics API has no proxy, so instruments must be created
+ * after the service started telemetry (a no-op meter otherwise).
+ */
+export function handlerInstruments(): { handled: Counter; duration: Histogram } {
+  const meter = metrics.getMeter("@postroom/nats-kit");
+  return {
+    handled: meter.createCounter(METRICS.handled.name, { description: METRICS.handled.help }),
+    duration: meter.createHistogram(METRICS.handleDuration.name, {
+      description: METRICS.handleDuration.help,
+      advice: { explicitBucketBoundaries: HANDLE_BUCKETS_SECONDS },
+    }),
+  };
+}
+
+/**
+ * Creates the durable consumer or brings an existing one's settings up to date (its name and
+ * deliver policy cannot change), and returns it for pulling. Retried while JetStream is between
+ * leaders (a cluster node just died, or the server is restarting): a service starting then waits
+ * for the election instead of exiting.
+ */
+export async function ensureDurable(nc: NatsConnection, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) {
+  return retryTransient(async () => {
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.consumers.info(stream, config.durable_name);
+      const { durable_name: _name, deliver_policy: _policy, ...update } = config;
+      await jsm.consumers.update(stream, config.durable_name, update);
+    } catch (error) {
+      if (!/not found/i.test(String(error))) throw error;
+      try {
+        await jsm.consumers.add(stream, config);
+      } catch (addError) {
+        if (!/already (in use|exists)/i.test(String(addError))) throw addError;
+      }
+    }
+    return jetStreamOf(nc).consumers.get(stream, config.durable_name);
+  });
 }

@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Credential, CredentialError, type CredentialPurpose, type Names } from "@postroom/contracts";
+import { Credential, CredentialError, SealedReply, type CredentialPurpose, type Names } from "@postroom/contracts";
+import { openReply, replyKeys, SealError } from "./sealed.js";
 
 /** token-service answered with an error (needs an administrator, or a transient failure). */
 export class CredentialUnavailableError extends Error {
@@ -32,11 +33,15 @@ export class CredentialClient {
     try {
       const msg = await this.nc.request(
         this.names.subjects.credentialRequest(tenant, mailbox),
-        JSON.stringify({ version: "v1", purpose, rejected }),
+        // The reply is sealed to this process's key: no other client on the bus can read it.
+        JSON.stringify({ version: "v1", purpose, rejected, tenant, mailbox, replyKey: replyKeys().publicKey }),
         { timeout: this.timeoutMs },
       );
       reply = msg.json();
+      const sealed = SealedReply.safeParse(reply);
+      if (sealed.success) reply = openReply(sealed.data);
     } catch (cause) {
+      if (cause instanceof SealError) throw new CredentialUnavailableError("transient", cause.message, null, null, { cause });
       throw new CredentialUnavailableError("no-answer", `token-service did not answer for ${tenant}/${mailbox}: ${(cause as Error).message}`, null, "check that token-service is running", { cause });
     }
     const ok = Credential.safeParse(reply);

@@ -35,7 +35,10 @@ export class Readiness {
         }
       }),
     );
-    return { ready: Object.values(checks).every((c) => c.ok), checks };
+    // No check yet means main() has not got as far as registering one (token-service registers
+    // its checks only once NATS answers): that is starting, not ready. Before this, an empty
+    // report read as ready, and Kubernetes sent traffic to a pod still waiting for NATS.
+    return { ready: this.#checks.size > 0 && Object.values(checks).every((c) => c.ok), checks };
   }
 }
 

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
+import { networkInterfaces } from "node:os";
 import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { METRIC_LIST, METRICS, metricOfSeries } from "./catalogue.js";
 import { createLogger } from "./logger.js";
-import { startTelemetry } from "./telemetry.js";
+import { operationsHost, startTelemetry } from "./telemetry.js";
 import { contextFromHeaders, traceHeaders, withSpan } from "./trace.js";
 
 async function get(port: number, path: string): Promise<{ status: number; text: string }> {
@@ -69,9 +70,53 @@ test("/metrics serves the catalogue's metrics with bounded labels, and an addres
   }
 });
 
+test("once limited to the configuration, a made-up tenant or mailbox from the bus creates no series of its own", async () => {
+  const t = await startTelemetry({ service: "token-service", port: 0, host: "127.0.0.1" });
+  try {
+    t.metrics.limitLabelsTo([{ id: "acme", mailboxes: [{ id: "support" }] }]);
+    t.metrics.tokenAcquired("acme", "support", "password");
+    for (let i = 0; i < 20; i++) t.metrics.tokenFailed("acme", `madeup${i}`, "unknown-mailbox");
+    t.metrics.tokenFailed("globex", "support", "unknown-mailbox");
+    t.metrics.mailboxStatus({ tenant: "acme", mailbox: "forged", state: "idle", backlog: 1, lastCheckAt: null, lastError: null });
+    const { text } = await get(t.port!, "/metrics");
+    assert.match(samples(text, METRICS.tokenAcquisitions.name)[0]!.labels, /tenant="acme",.*mailbox="support"/);
+    const failures = samples(text, METRICS.tokenFailures.name);
+    assert.deepEqual(
+      failures.map((s) => [/tenant="([^"]*)"/.exec(s.labels)?.[1], /mailbox="([^"]*)"/.exec(s.labels)?.[1], s.value]).sort(),
+      [["acme", "unknown", 20], ["unknown", "unknown", 1]],
+    );
+    assert.ok(!/madeup|forged|globex/.test(text), "no made-up id appears in any label");
+  } finally {
+    await t.stop();
+  }
+});
+
+test("by default the operations endpoint listens on loopback only, and /metrics tells nothing about the process", async () => {
+  const outside = Object.values(networkInterfaces()).flat().find((a) => a && !a.internal && a.family === "IPv4")?.address;
+  assert.ok(outside, "this machine has a non-loopback IPv4 address to try");
+  const t = await startTelemetry({ service: "archiver", port: 0 });
+  try {
+    t.metrics.messageFetched("acme", "support", 1);
+    const { status, text } = await get(t.port!, "/metrics");
+    assert.equal(status, 200);
+    assert.match(text, /postroom_imap_poller_messages_fetched_total\{[^}]*service_name="archiver"/);
+    for (const leak of ["target_info", "process_owner", "process_command", "process_executable", "host_name", process.argv[1]!]) {
+      assert.ok(!text.includes(leak), `/metrics shows ${leak}`);
+    }
+    await assert.rejects(fetch(`http://${outside}:${t.port}/healthz`), "not reachable on another interface");
+  } finally {
+    await t.stop();
+  }
+  assert.equal(operationsHost({}), "127.0.0.1");
+  assert.equal(operationsHost({ POSTROOM_HTTP_HOST: " 0.0.0.0 " }), "0.0.0.0");
+  assert.throws(() => operationsHost({ POSTROOM_HTTP_HOST: "0.0.0.0; rm" }), /POSTROOM_HTTP_HOST "0.0.0.0; rm" is not an address: use an IP address or host name/);
+});
+
 test("/healthz answers while /readyz follows the registered checks, with a deadline for a hung one", async () => {
   const t = await startTelemetry({ service: "asd-bridge", port: 0, host: "127.0.0.1" });
   try {
+    const starting = await get(t.port!, "/readyz");
+    assert.equal(starting.status, 503, "no check registered yet: still starting, not ready");
     let natsUp = true;
     t.addReadinessCheck("nats", () => natsUp);
     t.addReadinessCheck("postgres", async () => true);
@@ -144,7 +189,7 @@ test("a port in use is a clear start-up error naming the variable to change", as
 });
 
 test("every catalogued metric follows postroom_<component>_<thing>_<unit> with bounded labels", () => {
-  const allowed = new Set(["tenant", "mailbox", "queue", "state", "reason", "method", "level", "result", "consumer"]);
+  const allowed = new Set(["tenant", "mailbox", "queue", "state", "reason", "method", "level", "result", "consumer", "acd", "policy"]);
   for (const m of METRIC_LIST) {
     assert.match(m.name, /^postroom_(imap_poller|token_service|archiver|asd_bridge|smtp_sender|jetstream)_[a-z0-9_]+$/, m.name);
     if (m.kind === "counter") assert.match(m.name, /_total$/, `${m.name}: counters end in _total`);

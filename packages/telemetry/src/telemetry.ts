@@ -17,8 +17,12 @@ export interface TelemetryOptions {
    * serves nothing (several services on one host without ports assigned must not collide).
    */
   port?: number | undefined;
-  /** Address to listen on (default 0.0.0.0, so the kubelet and Prometheus reach it). */
-  host?: string;
+  /**
+   * Address to listen on (default 127.0.0.1: the endpoint has no authentication, so outside
+   * Kubernetes only this machine reaches it; the chart sets 0.0.0.0 and its NetworkPolicy admits
+   * only the scraper). See {@link operationsHost}.
+   */
+  host?: string | undefined;
   /**
    * Where spans go. Tests pass an in-memory exporter. Without one, the standard OTEL_* variables
    * decide (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER ...); with none of those set, spans
@@ -72,6 +76,9 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     withoutScopeInfo: true,
     // Every series gets service_name, so one dashboard query can split RED by service.
     withResourceConstantLabels: /^service\.name$/,
+    // target_info would show the process owner, command line, executable path and host name to
+    // anyone who can scrape; Prometheus needs none of it (service_name is on every series).
+    withoutTargetInfo: true,
   });
   const spanProcessors = options.spanExporter
     ? [new SimpleSpanProcessor(options.spanExporter)]
@@ -113,7 +120,7 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     });
     await new Promise<void>((resolve, reject) => {
       server!.once("error", reject);
-      server!.listen(options.port, options.host ?? "0.0.0.0", () => {
+      server!.listen(options.port, options.host ?? DEFAULT_OPERATIONS_HOST, () => {
         server!.off("error", reject);
         resolve();
       });
@@ -123,7 +130,7 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
       throw new Error(`the operations endpoint cannot listen on port ${options.port}: ${(error as Error).message} (set POSTROOM_HTTP_PORT to a free port)`, { cause: error });
     });
     port = (server.address() as AddressInfo).port;
-    options.logger?.info({ port, paths: ["/metrics", "/healthz", "/readyz"] }, "operations endpoint listening");
+    options.logger?.info({ host: options.host ?? DEFAULT_OPERATIONS_HOST, port, paths: ["/metrics", "/healthz", "/readyz"] }, "operations endpoint listening");
   }
 
   return {
@@ -154,6 +161,22 @@ function unregisterGlobals(): void {
   metrics.disable();
   propagation.disable();
   context.disable();
+}
+
+/** Where the operations endpoint listens unless POSTROOM_HTTP_HOST says otherwise. */
+export const DEFAULT_OPERATIONS_HOST = "127.0.0.1";
+
+/**
+ * The operations endpoint's listen address from the environment: POSTROOM_HTTP_HOST (an IP
+ * address or a host name; 0.0.0.0 or :: for every interface, as in a pod), else 127.0.0.1.
+ */
+export function operationsHost(env: NodeJS.ProcessEnv = process.env): string {
+  const raw = env.POSTROOM_HTTP_HOST?.trim();
+  if (!raw) return DEFAULT_OPERATIONS_HOST;
+  if (!/^[A-Za-z0-9.:_-]+$/.test(raw)) {
+    throw new Error(`POSTROOM_HTTP_HOST "${raw}" is not an address: use an IP address or host name such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface, inside a pod)`);
+  }
+  return raw;
 }
 
 /** The operations port from the environment: POSTROOM_HTTP_PORT, or undefined when unset. */

@@ -43,7 +43,9 @@ export async function createTestDatabase(prefix = "test", options: { adminUrl?: 
   const adminUrl = options.adminUrl ?? adminDatabaseUrl();
   const safe = prefix.toLowerCase().replace(/[^a-z0-9_]/g, "_").slice(0, 40);
   const name = `t_${safe}_${randomBytes(5).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
+  // A server that is not running refuses at once; the long timeout is only for a server that is
+  // slow to answer because the machine is loaded (seen at a load of 30 on two cores).
+  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 30_000 });
   try {
     await admin.connect();
   } catch (error) {
@@ -66,7 +68,7 @@ export async function createTestDatabase(prefix = "test", options: { adminUrl?: 
     async drop() {
       if (dropped) return;
       dropped = true;
-      const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
+      const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 30_000 });
       await client.connect();
       try {
         // WITH (FORCE) (PostgreSQL 13+) ends pools a test forgot to close, instead of failing.

@@ -1,6 +1,6 @@
 import { mkdir, rename, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { tempDir, type TempDir } from "./temp-dir.js";
+import { tempDir, type TempDir } from "@postroom/mail-servers";
 
 /** Options for {@link dovecotOAuth2}. */
 export interface DovecotOAuth2Options {

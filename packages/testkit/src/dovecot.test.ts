@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { ImapFlow } from "imapflow";
-import { readGreeting } from "./daemon.js";
-import { startDovecot, type DovecotServer } from "./dovecot.js";
+import { readGreeting, startDovecot, type DovecotServer } from "@postroom/mail-servers";
 import { LineSocket } from "./line-socket.js";
 
 const USER = "support@example.test";

@@ -3,20 +3,25 @@ import { readFile } from "node:fs/promises";
 import { request } from "node:https";
 import { after, before, test } from "node:test";
 import { dovecotOAuth2, type DovecotOAuth2Profile } from "./dovecot-oauth2.js";
-import { startDovecot, type DovecotServer } from "./dovecot.js";
+import { startDovecot, type DovecotServer, stopAll } from "@postroom/mail-servers";
 import { startFakeIdentityPlatform, type FakeIdentityPlatform } from "./fake-identity.js";
 import { LineSocket } from "./line-socket.js";
-import { stopAll } from "./test-server.js";
 
 const TENANT = "3f2c9a4e-6b1d-4c8e-9a7f-0d5e2b1c4a88";
 const APP = "5a7d3c21-9e4b-4f6a-8c2d-1b0e9f8a7c66";
+const PUBLIC = "7e1c2d3f-4a5b-4c6d-9e8f-0a1b2c3d4e5f";
 let idp: FakeIdentityPlatform;
 let ca: string;
 let oauth: DovecotOAuth2Profile;
 let dovecot: DovecotServer;
 
 before(async () => {
-  idp = await startFakeIdentityPlatform({ apps: [{ tenantId: TENANT, clientId: APP, objectId: "obj-1", secrets: [{ value: "right" }], roles: ["IMAP.AccessAsApp"] }] });
+  idp = await startFakeIdentityPlatform({
+    apps: [
+      { tenantId: TENANT, clientId: APP, objectId: "obj-1", secrets: [{ value: "right" }], roles: ["IMAP.AccessAsApp"] },
+      { tenantId: TENANT, clientId: PUBLIC, publicClient: true },
+    ],
+  });
   ca = await readFile(idp.info.caCertPath, "utf8");
   oauth = await dovecotOAuth2({ introspectionUrl: idp.info.introspectionUrl, caCertPath: idp.info.caCertPath, grants: { "granted@acme.test": [APP] } });
   dovecot = await startDovecot({ authMechanisms: oauth.authMechanisms, extraConfig: oauth.extraConfig });
@@ -103,4 +108,34 @@ test("POP3 needs POP.AccessAsApp: a token with only the IMAP role is refused the
     s.close();
   }
   assert.ok(idp.introspections.some((i) => i.service === "pop3" && !i.active && i.reason === "missing role POP.AccessAsApp"));
+});
+
+test("device code: authorization_pending until approved, then tokens once; refresh tokens rotate; a revoked grant is invalid_grant", async () => {
+  const scope = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
+  const dc = await post("/consumers/oauth2/v2.0/devicecode", { client_id: PUBLIC, scope });
+  assert.equal(dc.status, 200);
+  const deviceCode = String(dc.body.device_code);
+  const poll = () => post("/consumers/oauth2/v2.0/token", { grant_type: "urn:ietf:params:oauth:grant-type:device_code", client_id: PUBLIC, device_code: deviceCode });
+  const pending = await poll();
+  assert.deepEqual([pending.status, pending.body.error], [400, "authorization_pending"]);
+  assert.match(String(pending.body.error_description), /^AADSTS70016:/);
+  idp.approveDeviceCode(String(dc.body.user_code), "owner@outlook.test");
+  const tokens = await poll();
+  assert.equal(tokens.status, 200);
+  assert.ok(idp.validate(String(tokens.body.access_token), "imap", "owner@outlook.test").ok);
+  assert.equal(idp.validate(String(tokens.body.access_token), "pop3").reason, "missing scope POP.AccessAsUser.All");
+  assert.equal((await poll()).body.error, "invalid_grant", "a device code is redeemed once");
+
+  const refresh = (rt: unknown) => post("/consumers/oauth2/v2.0/token", { grant_type: "refresh_token", client_id: PUBLIC, refresh_token: String(rt), scope });
+  const second = await refresh(tokens.body.refresh_token);
+  assert.equal(second.status, 200);
+  assert.notEqual(second.body.refresh_token, tokens.body.refresh_token);
+  const reused = await refresh(tokens.body.refresh_token);
+  assert.deepEqual([reused.status, reused.body.error], [400, "invalid_grant"], "the rotated-out refresh token is refused");
+  idp.revokeGrants("owner@outlook.test");
+  const revoked = await refresh(second.body.refresh_token);
+  assert.equal(revoked.body.error, "invalid_grant");
+  assert.match(String(revoked.body.error_description), /^AADSTS50173:/);
+  // A confidential app may not use the public-client flows.
+  assert.match(String((await post("/consumers/oauth2/v2.0/devicecode", { client_id: APP, scope })).body.error_description), /^AADSTS7000218:/);
 });

@@ -5,10 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { findBinary } from "./daemon.js";
-import { freePort } from "./ports.js";
-import { tempDir, type TempDir } from "./temp-dir.js";
-import type { TestServer } from "./test-server.js";
+import { findBinary, freePort, tempDir, type TempDir, type TestServer } from "@postroom/mail-servers";
 
 const run = promisify(execFile);
 
@@ -38,7 +35,38 @@ export interface FakeApp {
   roles?: string[];
   /** Disabled apps are refused with AADSTS7000112. */
   disabled?: boolean;
+  /** A public client ("Allow public client flows"): may use the device-code flow without a secret. */
+  publicClient?: boolean;
 }
+
+/** A device-code sign-in the platform handed out, and what became of it. */
+export interface FakeDeviceCode {
+  userCode: string;
+  clientId: string;
+  /** The authority's tenant segment (`consumers`, `organizations`, an id). */
+  tenant: string;
+  scopes: string[];
+  expiresAt: number;
+  /** The account that approved it (`approveDeviceCode`), once someone did. */
+  approvedBy?: string;
+  /** Set when the platform answered the poll with tokens (a code is redeemed once). */
+  redeemed?: boolean;
+  /** Polls answered `authorization_pending`. */
+  pendingPolls: number;
+}
+
+/** The delegated scopes a protocol needs in a user token, as Exchange Online checks them. */
+export const SCOPE_FOR_SERVICE: Record<string, string> = {
+  imap: "IMAP.AccessAsUser.All",
+  pop3: "POP.AccessAsUser.All",
+  smtp: "SMTP.Send",
+};
+
+/** The resource of delegated Exchange scopes (`https://outlook.office.com/IMAP.AccessAsUser.All`). */
+export const OUTLOOK_AUDIENCE = "https://outlook.office.com";
+
+/** The tenant id Microsoft gives every consumer (Outlook.com) account. */
+export const CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
 /** A Google service account with domain-wide delegation. */
 export interface FakeServiceAccount {
@@ -67,6 +95,8 @@ export interface FakeIdentityOptions {
   grants?: Record<string, string[]>;
   /** Hold every token response this long (ms), so concurrent callers overlap. */
   tokenDelayMs?: number;
+  /** The polling interval the device-code endpoint asks for, in seconds (default 1; Microsoft says 5). */
+  deviceCodeIntervalSeconds?: number;
 }
 
 /** How to reach the fake platform. */
@@ -161,8 +191,17 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   readonly name = "fake-identity";
   /** Every token request, in order: count them to prove single-flight and caching. */
   readonly tokenRequests: FakeTokenRequest[] = [];
+  /** Every access token handed out, so a test can search captured traffic for them. */
+  readonly issuedTokens: string[] = [];
   /** Every introspection, in order. */
   readonly introspections: FakeIntrospection[] = [];
+  /** Every device code handed out, with its state. */
+  readonly deviceCodes: FakeDeviceCode[] = [];
+  /** Every refresh token handed out, so a test can search logs, traffic and files for them. */
+  readonly issuedRefreshTokens: string[] = [];
+  /** Refresh tokens by value: whose, for which client, and whether still good. */
+  private readonly refreshTokens = new Map<string, { username: string; clientId: string; tenant: string; scopes: string[]; state: "live" | "rotated" | "revoked" }>();
+  private readonly deviceByCode = new Map<string, FakeDeviceCode>();
   private readonly options: FakeIdentityOptions;
   private readonly apps: FakeApp[];
   private readonly grants = new Map<string, Set<string>>();
@@ -211,6 +250,29 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   /** The next `count` token requests fail with this HTTP status (503, 429: transient failures). */
   failNextTokenRequests(count: number, status = 503): void {
     for (let i = 0; i < count; i++) this.failures.push({ status });
+  }
+
+  /**
+   * The person at the browser: signs in as `username` and approves the device code they were
+   * shown. The next poll gets tokens.
+   */
+  approveDeviceCode(userCode: string, username: string): void {
+    const code = this.deviceCodes.find((d) => d.userCode === userCode);
+    if (code === undefined) throw new Error(`no device code ${userCode}`);
+    code.approvedBy = username;
+  }
+
+  /**
+   * The account's password changed, or the user revoked the app's consent: every refresh token
+   * of `username` stops working (`invalid_grant`, AADSTS50173).
+   */
+  revokeGrants(username: string): void {
+    for (const rt of this.refreshTokens.values()) if (rt.username.toLowerCase() === username.toLowerCase()) rt.state = "revoked";
+  }
+
+  /** Refresh-token redemptions, successful or not. */
+  refreshRequests(clientId?: string): FakeTokenRequest[] {
+    return this.tokenRequests.filter((r) => r.fields.includes("refresh_token") && (clientId === undefined || r.clientId === clientId));
   }
 
   /** Token requests that reached the endpoint for one client id (successful or not). */
@@ -296,6 +358,16 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     if (c.provider === "google") {
       return user === undefined || c.sub === user ? { ok: true, reason: null, claims: c } : { ok: false, reason: "token is for another user", claims: c };
     }
+    if (c.idtyp === "user") {
+      // A delegated token: Exchange checks the audience, the protocol's scope and (on login) that
+      // the token is the mailbox's own user; the mailbox grant stands in for that check in Dovecot.
+      if (c.aud !== OUTLOOK_AUDIENCE) return { ok: false, reason: `wrong audience ${String(c.aud)}`, claims: c };
+      const scope = SCOPE_FOR_SERVICE[service];
+      const scopes = typeof c.scp === "string" ? c.scp.split(" ") : [];
+      if (scope !== undefined && !scopes.includes(scope)) return { ok: false, reason: `missing scope ${scope}`, claims: c };
+      if (user !== undefined && String(c.upn).toLowerCase() !== user.toLowerCase()) return { ok: false, reason: "token is for another user", claims: c };
+      return { ok: true, reason: null, claims: c };
+    }
     if (c.aud !== (this.options.audience ?? EXCHANGE_AUDIENCE)) return { ok: false, reason: `wrong audience ${String(c.aud)}`, claims: c };
     const role = ROLE_FOR_SERVICE[service];
     const roles = Array.isArray(c.roles) ? c.roles : [];
@@ -338,6 +410,10 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       json(200, instanceDiscovery(this.info.authorityHost));
       return;
     }
+    if (req.method === "POST" && parts[1] === "oauth2" && parts[2] === "v2.0" && parts[3] === "devicecode") {
+      await this.deviceCode(parts[0] ?? "", req, json);
+      return;
+    }
     if (req.method === "POST" && parts[1] === "oauth2" && parts[2] === "v2.0" && parts[3] === "token") {
       await this.microsoftToken(parts[0] ?? "", req, json);
       return;
@@ -355,6 +431,12 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     if (failure !== undefined) {
       record(failure.status, null);
       json(failure.status, { error: "temporarily_unavailable", error_description: "AADSTS90033: A transient error has occurred. Please try again." , error_codes: [90033] });
+      return;
+    }
+    const grant = form.get("grant_type");
+    // msal sends the device-code grant as plain "device_code"; RFC 8628 spells it as a URN. Both are taken.
+    if (grant === "urn:ietf:params:oauth:grant-type:device_code" || grant === "device_code" || grant === "refresh_token") {
+      this.delegatedToken(tenantId, clientId, form, record, json);
       return;
     }
     const refused = this.checkMicrosoft(tenantId, clientId, form);
@@ -394,7 +476,131 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       // Makes every token unique even within one second.
       uti: randomUUID(),
     };
-    json(200, { token_type: "Bearer", expires_in: lifetime, ext_expires_in: lifetime, access_token: this.signToken(claims) });
+    const accessToken = this.signToken(claims);
+    this.issuedTokens.push(accessToken);
+    json(200, { token_type: "Bearer", expires_in: lifetime, ext_expires_in: lifetime, access_token: accessToken });
+  }
+
+  /** The Azure-shaped error body, as the token endpoint sends it. */
+  private azureError(refused: AzureError, form: URLSearchParams): Record<string, unknown> {
+    const trace = randomUUID();
+    const correlation = form.get("client-request-id") ?? randomUUID();
+    return {
+      error: refused.error,
+      error_description: `AADSTS${refused.code}: ${refused.text} Trace ID: ${trace} Correlation ID: ${correlation} Timestamp: ${new Date().toISOString()}`,
+      error_codes: [refused.code],
+      timestamp: new Date().toISOString(),
+      trace_id: trace,
+      correlation_id: correlation,
+    };
+  }
+
+  /** The public client a delegated request names, or why it is refused. */
+  private publicClient(clientId: string): AzureError | undefined {
+    const app = this.apps.find((a) => a.clientId === clientId);
+    if (app === undefined) return { status: 400, error: "unauthorized_client", code: 700016, text: `Application with identifier '${clientId}' was not found in the directory.` };
+    if (app.publicClient !== true) return { status: 401, error: "invalid_client", code: 7000218, text: "The request body must contain the following parameter: 'client_assertion' or 'client_secret'." };
+    return undefined;
+  }
+
+  /** POST /{tenant}/oauth2/v2.0/devicecode: a user code for a person to enter, and a device code to poll with. */
+  private async deviceCode(tenant: string, req: IncomingMessage, json: (status: number, value: unknown) => void): Promise<void> {
+    const form = new URLSearchParams(await body(req));
+    const clientId = form.get("client_id") ?? "";
+    const refused = this.publicClient(clientId);
+    this.tokenRequests.push({ provider: "microsoft", tenantId: tenant, clientId, status: refused?.status ?? 200, errorCode: refused?.code ?? null, fields: [...form.keys()], at: new Date() });
+    if (refused !== undefined) return json(refused.status, this.azureError(refused, form));
+    const deviceCode = randomUUID() + randomUUID();
+    // Microsoft's user codes are nine letters and digits; readable ones make test output clearer.
+    const userCode = randomUUID().replaceAll("-", "").slice(0, 9).toUpperCase();
+    const lifetime = 900;
+    const entry: FakeDeviceCode = { userCode, clientId, tenant, scopes: (form.get("scope") ?? "").split(" ").filter(Boolean), expiresAt: Date.now() + lifetime * 1000, pendingPolls: 0 };
+    this.deviceCodes.push(entry);
+    this.deviceByCode.set(deviceCode, entry);
+    const verificationUri = `${this.info.authorityHost}/devicelogin`;
+    json(200, {
+      user_code: userCode,
+      device_code: deviceCode,
+      verification_uri: verificationUri,
+      expires_in: lifetime,
+      interval: this.options.deviceCodeIntervalSeconds ?? 1,
+      message: `To sign in, use a web browser to open the page ${verificationUri} and enter the code ${userCode} to authenticate.`,
+    });
+  }
+
+  /** The device-code poll and the refresh-token redemption of a public client. */
+  private delegatedToken(tenant: string, clientId: string, form: URLSearchParams, record: (status: number, errorCode: number | null) => void, json: (status: number, value: unknown) => void): void {
+    const refuse = (r: AzureError) => {
+      record(r.status, r.code);
+      json(r.status, this.azureError(r, form));
+    };
+    const refused = this.publicClient(clientId);
+    if (refused !== undefined) return refuse(refused);
+    let username: string;
+    let scopes: string[];
+    if (form.get("grant_type") === "refresh_token") {
+      const value = form.get("refresh_token") ?? "";
+      const rt = this.refreshTokens.get(value);
+      if (rt === undefined || rt.clientId !== clientId) return refuse({ status: 400, error: "invalid_grant", code: 9002313, text: "Invalid request. Request is malformed or invalid." });
+      if (rt.state === "revoked") return refuse({ status: 400, error: "invalid_grant", code: 50173, text: "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password." });
+      // Strict rotation: a refresh token is good once. Microsoft keeps the old one valid for a
+      // while; being stricter here proves the new one is saved before the old one is dropped.
+      if (rt.state === "rotated") return refuse({ status: 400, error: "invalid_grant", code: 70000, text: "The provided grant is invalid or malformed: the refresh token was already used." });
+      rt.state = "rotated";
+      username = rt.username;
+      scopes = rt.scopes;
+      tenant = rt.tenant;
+    } else {
+      const code = this.deviceByCode.get(form.get("device_code") ?? "");
+      if (code === undefined || code.clientId !== clientId) return refuse({ status: 400, error: "invalid_grant", code: 70000, text: "The provided grant is invalid or malformed." });
+      if (code.expiresAt <= Date.now()) return refuse({ status: 400, error: "expired_token", code: 70020, text: "The provided authorization code or refresh token has expired due to inactivity." });
+      if (code.redeemed === true) return refuse({ status: 400, error: "invalid_grant", code: 54005, text: "OAuth2 Authorization code was already redeemed." });
+      if (code.approvedBy === undefined) {
+        code.pendingPolls++;
+        return refuse({ status: 400, error: "authorization_pending", code: 70016, text: "OAuth 2.0 device flow error. Authorization is pending. Continue polling." });
+      }
+      code.redeemed = true;
+      username = code.approvedBy;
+      scopes = code.scopes;
+    }
+    record(200, null);
+    const tid = tenant === "consumers" ? CONSUMER_TENANT_ID : GUID.test(tenant) ? tenant : "4d3c2b1a-0f9e-4d8c-b7a6-958473625140";
+    const oid = createHash("sha256").update(username.toLowerCase()).digest("hex").slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, "$1-$2-$3-$4-$5");
+    const now = Math.floor(Date.now() / 1000);
+    const lifetime = this.tokenLifetimeSeconds;
+    const outlook = scopes.filter((x) => x.startsWith(`${OUTLOOK_AUDIENCE}/`)).map((x) => x.slice(OUTLOOK_AUDIENCE.length + 1));
+    const accessToken = this.signToken({
+      aud: OUTLOOK_AUDIENCE,
+      iss: `https://sts.windows.net/${tid}/`,
+      iat: now,
+      nbf: now,
+      exp: now + lifetime,
+      appid: clientId,
+      idtyp: "user",
+      oid,
+      sub: oid,
+      upn: username,
+      unique_name: username,
+      scp: outlook.join(" "),
+      tid,
+      ver: "1.0",
+      uti: randomUUID(),
+    });
+    const idToken = this.signToken({ aud: clientId, iss: `${this.info.authorityHost}/${tid}/v2.0`, iat: now, nbf: now, exp: now + 3600, oid, sub: oid, tid, preferred_username: username, name: username, ver: "2.0" });
+    const refreshToken = `0.fake-rt.${randomUUID()}.${randomUUID()}`;
+    this.refreshTokens.set(refreshToken, { username, clientId, tenant, scopes, state: "live" });
+    this.issuedRefreshTokens.push(refreshToken);
+    this.issuedTokens.push(accessToken);
+    json(200, {
+      token_type: "Bearer",
+      scope: [...outlook.map((x) => `${OUTLOOK_AUDIENCE}/${x}`), "openid", "profile", "offline_access"].join(" "),
+      expires_in: lifetime,
+      ext_expires_in: lifetime,
+      access_token: accessToken,
+      refresh_token: refreshToken,
+      id_token: idToken,
+      client_info: b64url(JSON.stringify({ uid: oid, utid: tid })),
+    });
   }
 
   private checkMicrosoft(tenantId: string, clientId: string, form: URLSearchParams): AzureError | undefined {
@@ -486,11 +692,9 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     record(200);
     const now = Math.floor(Date.now() / 1000);
     const lifetime = this.tokenLifetimeSeconds;
-    json(200, {
-      token_type: "Bearer",
-      expires_in: lifetime,
-      access_token: this.signToken({ provider: "google", sub: c.sub, azp: iss, scope: c.scope, iat: now, exp: now + lifetime, uti: randomUUID() }),
-    });
+    const accessToken = this.signToken({ provider: "google", sub: c.sub, azp: iss, scope: c.scope, iat: now, exp: now + lifetime, uti: randomUUID() });
+    this.issuedTokens.push(accessToken);
+    json(200, { token_type: "Bearer", expires_in: lifetime, access_token: accessToken });
   }
 
   private signToken(claims: Record<string, unknown>): string {

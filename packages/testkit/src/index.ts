@@ -1,7 +1,6 @@
-export type { TestServer } from "./test-server.js";
-export { stopAll } from "./test-server.js";
-export { startDovecot, DovecotServer, dovecotConfig } from "./dovecot.js";
-export type { DovecotOptions, DovecotInfo, DovecotUser, AppendOptions, DovecotConfigParams } from "./dovecot.js";
+// The real mail servers and process helpers live in @postroom/mail-servers, which `postroom demo`
+// uses too; the test kit hands them on so tests keep one import.
+export * from "@postroom/mail-servers";
 export { startSmtpSink, SmtpSink } from "./smtp-sink.js";
 export type {
   SmtpSinkOptions,
@@ -16,21 +15,14 @@ export type {
   SmtpReplyHook,
 } from "./smtp-sink.js";
 export { createTestDatabase, adminDatabaseUrl } from "./database.js";
+export { dbRolesInTests, setUpTestDatabaseRoles } from "./database-roles.js";
+export type { TestDatabaseRoles } from "./database-roles.js";
 export type { TestDatabase } from "./database.js";
 export { testNamespace, cleanupNamespace, belongsToNamespace, natsUrl } from "./nats-namespace.js";
-export { waitFor, WaitForTimeoutError } from "./wait-for.js";
-export type { WaitForOptions } from "./wait-for.js";
-export { freePort, freePorts } from "./ports.js";
-export { tempDir, keepTemp } from "./temp-dir.js";
-export type { TempDir } from "./temp-dir.js";
-export { selfSignedCertificate } from "./certificate.js";
-export type { SelfSignedCertificate } from "./certificate.js";
-export { spawnDaemon, findBinary, readGreeting, MissingBinaryError } from "./daemon.js";
-export type { Daemon, SpawnDaemonOptions } from "./daemon.js";
-export { onProcessExit } from "./cleanup.js";
 export { LineSocket } from "./line-socket.js";
 export type { LineSocketOptions } from "./line-socket.js";
 export { SoftdialSimulator } from "./softdial-simulator.js";
+export { scriptedMail, seededRandom, SCRIPTS, HOSTILE } from "./multilingual-mail.js";
 export type { SoftdialSimulatorOptions, SimRoute, SimQueue, SimFrame, SimSession } from "./softdial-simulator.js";
 export {
   startFakeIdentityPlatform,
@@ -40,6 +32,9 @@ export {
   instanceDiscovery,
   EXCHANGE_AUDIENCE,
   ROLE_FOR_SERVICE,
+  SCOPE_FOR_SERVICE,
+  OUTLOOK_AUDIENCE,
+  CONSUMER_TENANT_ID,
 } from "./fake-identity.js";
 export type {
   FakeApp,
@@ -50,10 +45,15 @@ export type {
   FakeIntrospection,
   TokenValidation,
   RsaCertificate,
+  FakeDeviceCode,
 } from "./fake-identity.js";
 export { dovecotOAuth2 } from "./dovecot-oauth2.js";
 export type { DovecotOAuth2Options, DovecotOAuth2Profile } from "./dovecot-oauth2.js";
 export { buildMailCorpus } from "./mail-corpus.js";
 export type { CorpusMessage, CorpusExpectation } from "./mail-corpus.js";
-export { startPostfix, PostfixServer, dovecotAuthListener, postfixMainCf, postfixMasterCf } from "./postfix.js";
-export type { PostfixOptions, PostfixInfo } from "./postfix.js";
+export { buildClassifiedCorpus, CORPUS_MAILBOX } from "./classified-corpus.js";
+export type { ClassifiedMessage, ClassifiedExpectation, CorpusVerdict } from "./classified-corpus.js";
+export { startPrivateNats } from "./private-nats.js";
+export type { PrivateNats, PrivateNatsOptions, PrivateNatsTls } from "./private-nats.js";
+export { startNatsCluster } from "./nats-cluster.js";
+export type { NatsCluster, NatsClusterNode, NatsClusterOptions } from "./nats-cluster.js";

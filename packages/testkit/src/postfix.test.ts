@@ -2,11 +2,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import nodemailer from "nodemailer";
-import { startDovecot, type DovecotServer } from "./dovecot.js";
-import { freePort } from "./ports.js";
-import { dovecotAuthListener, startPostfix, type PostfixServer } from "./postfix.js";
-import { stopAll } from "./test-server.js";
-import { waitFor } from "./wait-for.js";
+import { startDovecot, type DovecotServer, freePort, dovecotAuthListener, startPostfix, type PostfixServer, stopAll, waitFor } from "@postroom/mail-servers";
 
 let dovecot: DovecotServer;
 let postfix: PostfixServer;

@@ -1,7 +1,5 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from "smtp-server";
-import { freePort } from "./ports.js";
-import type { TestServer } from "./test-server.js";
-import { waitFor } from "./wait-for.js";
+import { freePort, type TestServer, waitFor } from "@postroom/mail-servers";
 
 /** An SMTP login the sink accepts. */
 export interface SmtpUser {

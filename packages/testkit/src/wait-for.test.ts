@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { test } from "node:test";
-import { freePort, freePorts } from "./ports.js";
-import { tempDir } from "./temp-dir.js";
+import { freePort, freePorts, tempDir, waitFor, WaitForTimeoutError } from "@postroom/mail-servers";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { waitFor, WaitForTimeoutError } from "./wait-for.js";
 
 test("waitFor returns the first truthy value and treats throws as not yet", async () => {
   let calls = 0;
@@ -39,6 +37,15 @@ test("freePorts gives distinct ports that can be bound", async () => {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+test("freePorts never hands out a port twice in one process, even one released since", async () => {
+  const seen = new Set<number>();
+  for (let i = 0; i < 300; i++) {
+    const port = await freePort();
+    assert.ok(!seen.has(port), `port ${port} handed out twice`);
+    seen.add(port);
+  }
 });
 
 test("tempDir makes a private folder and remove() deletes it", async () => {

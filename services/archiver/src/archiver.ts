@@ -1,11 +1,17 @@
+import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { archiveSettingsFor, findMailbox, type ArchiveSettings, type PostroomConfig } from "@postroom/config";
-import { MailReceived, MailSent, RAW_MAIL_TTL_MS, type MailArchived, type Names, type ObjectRef } from "@postroom/contracts";
-import type { Pool } from "@postroom/db";
+import { archiveSettingsFor, classificationAction, findMailbox, type ArchiveSettings, type PostroomConfig } from "@postroom/config";
+import { MailReceived, MailSent, RAW_MAIL_TTL_MS, type Classification, type LoopAlert, type MailArchived, type Names, type ObjectRef, type SendRequested } from "@postroom/contracts";
+import { recordAudit, type Pool } from "@postroom/db";
 import {
   ack,
+  backoffMs,
+  BatchConsumer,
   DurableConsumer,
+  PublishWindow,
+  type BatchItem,
   jetStreamOf,
   openKv,
   openObjectStore,
@@ -16,15 +22,17 @@ import {
   type Verdict,
 } from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
-import { detectAutomatic } from "./automatic.js";
+import { addressesIn, classifyAutomatic, flagsOf, type MailboxIdentity } from "./classify.js";
+import { parseMailDate } from "./dates.js";
 import { isDatabaseUnavailable } from "./database.js";
-import { cleanStaging, isDiskFull, messageFolder, outboundFolder, StagedFolder } from "./disk.js";
+import { cleanStaging, isDiskFull, messageFolder, outboundFolder, StagedFolder, syncFolders } from "./disk.js";
+import { findStored, insertBatch, type BatchRow } from "./batch-store.js";
 import { DiskGuard, stagingEstimate, type DiskSnapshot, type GuardedMailbox, type Need } from "./disk-guard.js";
-import type { ParseLimits, ParseOutcome } from "./parse.js";
+import { readRawHeaders, type ParseLimits, type ParseOutcome } from "./parse.js";
 import { MAX_UNFINISHED_PARSES, ParseAttempts } from "./parse-attempts.js";
 import { ParsePool } from "./parse-pool.js";
 import { purgeExpired, type PurgeReport } from "./retention.js";
-import { HistoryStore, type MessageRow } from "./store.js";
+import { HistoryStore, type MessageRow, type StoredMessage } from "./store.js";
 
 export interface ArchiverOptions {
   nc: NatsConnection;
@@ -36,10 +44,12 @@ export interface ArchiverOptions {
   tenant?: string;
   parseLimits?: Partial<ParseLimits>;
   /**
-   * Received messages archived side by side (default 4). Their database inserts still happen in
-   * delivery order, so a reply never overtakes the message it answers when threads are resolved.
+   * Message folders of one batch written side by side (default 8). The batch's database insert is
+   * one transaction in delivery order, so a reply never overtakes the message it answers.
    */
   concurrency?: number;
+  /** Most received messages archived in one group commit (default 256). */
+  maxBatch?: number;
   /** Disk guard tunables; see DiskGuardOptions. */
   disk?: { minFreeBytes?: number; checkIntervalMs?: number; rescanIntervalMs?: number; reminderMs?: number; hysteresisPercent?: number };
   /** How often retention runs (default 6 h); it also runs at start. */
@@ -67,17 +77,41 @@ export interface ArchiverStats {
   refusedFull: number;
   purgedMessages: number;
   purgedBytes: number;
+  /** Received messages newly archived, by classification (after the loop breaker). */
+  classified: Record<Classification, number>;
+  /** Messages the loop breaker held back from agents, and the alerts it raised. */
+  loopBreakerHeld: number;
+  loopAlerts: number;
   /** Per archive root: usage, quota, free space, alert level, paused. */
   disks(): DiskSnapshot[];
 }
 
 /** How long JetStream waits for an ack (or a "still working") before redelivering. */
 const ACK_WAIT_MS = 15_000;
+/** Received messages in one group commit, at most; a backlog fills them, a single arrival goes alone. */
+const MAX_BATCH = 256;
+/**
+ * Event bytes in one batch, at most (inline raw messages are up to ~700 KB of base64 each): with
+ * the next batch pulled meanwhile, the archiver holds about twice this in events.
+ */
+const MAX_BATCH_BYTES = 16 * 1024 * 1024;
 
 type Staged =
   | { kind: "ok"; row: Omit<MessageRow, "messageKey" | "tenant" | "mailbox" | "direction" | "protocol" | "folder" | "uidValidity" | "uid" | "uidl" | "receivedAt" | "archivePath" | "oversize" | "offer">; bytes: number }
   | { kind: "missing" }
   | { kind: "full"; reason: string; need: Need };
+
+/** What a confirmation says about a stored message (from the row, for a redelivery). */
+type Details = Pick<MessageRow, "subject" | "from" | "to" | "cc" | "parseError" | "rfcMessageId" | "size" | "sha256">;
+
+/** Runs `work` over `items`, at most `limit` at a time. */
+async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
 
 /**
  * Writes every received (and every sent) message to disk and PostgreSQL, then confirms with
@@ -86,7 +120,7 @@ type Staged =
  * message in hand while PostgreSQL is away.
  */
 export class Archiver {
-  #received: DurableConsumer<MailReceived> | undefined;
+  #received: BatchConsumer<MailReceived> | undefined;
   #sent: DurableConsumer<MailSent> | undefined;
   #raw: ObjectStore | undefined;
   #retentionTimer: NodeJS.Timeout | undefined;
@@ -96,13 +130,14 @@ export class Archiver {
   readonly #parser: ParsePool;
   readonly #guards = new Map<string, DiskGuard>();
   readonly #stopping = new AbortController();
-  /** Resolves when the previously delivered message's insert is done (see #onReceived). */
-  #lastInsert: Promise<void> = Promise.resolve();
+  /** Pipelined `mail.archived` confirmations, sent after each batch's COMMIT. */
+  readonly #window;
   readonly stats: ArchiverStats;
 
   constructor(private readonly o: ArchiverOptions) {
     this.#store = new HistoryStore(o.pool);
     this.#js = jetStreamOf(o.nc);
+    this.#window = new PublishWindow({ js: this.#js, max: 256 });
     this.#parser = new ParsePool(o.parseLimits);
     this.stats = {
       archived: 0,
@@ -114,8 +149,49 @@ export class Archiver {
       refusedFull: 0,
       purgedMessages: 0,
       purgedBytes: 0,
+      classified: { human: 0, "auto-reply": 0, bounce: 0, bulk: 0, loop: 0 },
+      loopBreakerHeld: 0,
+      loopAlerts: 0,
       disks: () => [...this.#guards.values()].map((g) => g.snapshot()),
     };
+  }
+
+  /**
+   * Applies the archive settings of a reloaded config (SIGHUP) to the running guards: quota,
+   * warning threshold, free-space reserve and alert recipients take effect at once, and a pause the
+   * new settings lift ends, with nothing restarted. Folders are fixed at start: a mailbox moved to
+   * another archive path needs a restart (logged).
+   */
+  async reloadArchiveSettings(config: PostroomConfig, by = "SIGHUP"): Promise<void> {
+    const tenant = this.o.tenant;
+    const mailboxes = config.tenants.filter((t) => tenant === undefined || t.id === tenant).flatMap((t) => t.mailboxes);
+    const applied: Record<string, { quotaGb: number | null; warnPercentLeft: number; minFreeBytes: number }> = {};
+    for (const [root, guard] of this.#guards) {
+      // As at start: a folder shared by mailboxes takes the first one's settings.
+      const first = mailboxes.find((m) => archiveSettingsFor(config, m).path === root);
+      if (!first) continue;
+      const settings = archiveSettingsFor(config, first);
+      await guard.updateSettings(settings);
+      applied[root] = { quotaGb: settings.quotaGb ?? null, warnPercentLeft: settings.warnPercentLeft, minFreeBytes: settings.minFreeBytes };
+    }
+    const moved = mailboxes.filter((m) => !this.#guards.has(archiveSettingsFor(config, m).path)).map((m) => m.id);
+    if (moved.length > 0) this.o.logger.warn({ mailboxes: moved }, "archive path changed in the config; restart the archiver to use it");
+    await this.#auditReload(by, { applied, ...(moved.length ? { needsRestart: moved } : {}) });
+  }
+
+  /** A reload whose config could not be read: the old settings stay, and the trail says so. */
+  async reloadFailed(error: unknown, by = "SIGHUP"): Promise<void> {
+    await this.#auditReload(by, { failed: (error as Error)?.message ?? String(error) });
+  }
+
+  /** One audit row per tenant this archiver serves: an administrative action, queryable per tenant. */
+  async #auditReload(by: string, detail: Record<string, unknown>): Promise<void> {
+    const tenants = this.o.config.tenants.filter((t) => this.o.tenant === undefined || t.id === this.o.tenant).map((t) => t.id);
+    for (const t of tenants) {
+      await recordAudit(this.o.pool, { tenant: t, actorKind: "operator", actor: by, kind: "config.reload", detail: { service: "archiver", pid: process.pid, ...detail } }).catch((error: unknown) =>
+        this.o.logger.error({ tenant: t, problem: (error as Error).message }, "audit row for the config reload not written"),
+      );
+    }
   }
 
   async start(): Promise<void> {
@@ -155,14 +231,15 @@ export class Archiver {
     }
     const onProblem = (p: { subject: string; reason: string; action: string; error?: unknown }) =>
       logger.warn({ subject: p.subject, reason: p.reason, action: p.action, ...(p.error ? errorFields(p.error) : {}) }, "message not archived yet");
-    this.#received = new DurableConsumer({
+    this.#received = new BatchConsumer({
       nc,
       stream: names.streams.mail,
       durable: names.consumers.archiverReceived(tenant),
       filterSubject: names.subjects.wildcard.mailReceived(tenant),
       schema: MailReceived,
-      handler: (e, msg) => this.#patiently(msg, () => this.#onReceived(e)),
-      maxAckPending: this.o.concurrency ?? 4,
+      handler: (batch) => this.#onReceivedBatch(batch),
+      maxBatch: this.o.maxBatch ?? MAX_BATCH,
+      maxBatchBytes: MAX_BATCH_BYTES,
       ackWaitMs: ACK_WAIT_MS,
       onProblem,
     });
@@ -262,102 +339,188 @@ export class Archiver {
     }
   }
 
-  async #onReceived(e: MailReceived): Promise<Verdict> {
-    // Taken before the first await, so tickets follow delivery (stream) order: staging and parsing
-    // run side by side, the inserts that resolve conversations run in order.
-    const previous = this.#lastInsert;
-    let release!: () => void;
-    this.#lastInsert = new Promise<void>((r) => (release = r));
+  /**
+   * Archives a batch of received messages as one group commit:
+   *
+   * 1. one query finds the keys already archived (redeliveries: confirmed again, nothing written);
+   * 2. the others' folders are written side by side (each file fsynced, parsed in the worker pool,
+   *    renamed into place), then each parent folder is fsynced once for the whole batch;
+   * 3. one transaction inserts them all (batch-store.ts), in delivery order for threading and the
+   *    loop breaker — waited out with the batch in hand while PostgreSQL is away;
+   * 4. after COMMIT, `mail.archived` for every message, pipelined, then the acks.
+   *
+   * A crash anywhere before the acks redelivers the batch, and every step above recognises what a
+   * previous attempt already did (folders are replaced, rows found by key, events deduplicated by
+   * id). A message that cannot be written (archive full, raw bytes missing, a broken file) gets its
+   * own verdict; the rest of the batch goes on.
+   */
+  async #onReceivedBatch(batch: BatchItem<MailReceived>[]): Promise<Verdict[]> {
+    const verdicts: (Verdict | undefined)[] = batch.map(() => undefined);
+    const refs = batch.map(({ payload: e }) => findMailbox(this.o.config, e.source.tenant, e.source.mailbox));
+    refs.forEach((ref, i) => {
+      if (!ref) verdicts[i] = { action: "term", reason: `mailbox ${batch[i]!.payload.source.tenant}/${batch[i]!.payload.source.mailbox} is not configured` };
+    });
+    const keys = [...new Set(batch.filter((_, i) => refs[i]).map((b) => b.payload.messageKey))];
+    const existing = await this.#withDatabase(() => findStored(this.o.pool, keys));
+    // The first delivery of each new key in this batch is written; later copies (a re-publish
+    // past the duplicate window) are confirmed with its outcome.
+    const firstOf = new Map<string, number>();
+    const work: { i: number; root: string; target: string; ref: NonNullable<(typeof refs)[number]> }[] = [];
+    batch.forEach(({ payload: e }, i) => {
+      const ref = refs[i];
+      if (!ref || existing.has(e.messageKey) || firstOf.has(e.messageKey)) return;
+      firstOf.set(e.messageKey, i);
+      const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
+      work.push({ i, root, target: messageFolder(root, e.source, new Date(e.receivedAt)), ref });
+    });
+    const parents = new Set<string>();
+    const staged = new Map<number, Extract<Staged, { kind: "ok" }>>();
+    await eachLimited(work, this.o.concurrency ?? 8, async (w) => {
+      const { payload: e, msg } = batch[w.i]!;
+      const identity: MailboxIdentity = { loopToken: `${w.ref.tenant.id}/${w.ref.mailbox.id}`, addresses: [w.ref.mailbox.address, ...w.ref.mailbox.aliases] };
+      try {
+        const result = await this.#writeMessage(w.root, w.target, e.raw, e.messageKey, identity, e.rawInline, parents);
+        if (result.kind === "ok") staged.set(w.i, result);
+        else if (result.kind === "missing") {
+          // The raw object is gone but no row exists: the poller must fetch it again.
+          verdicts[w.i] = { action: "term", reason: "raw message missing from the object store; the poller re-fetches after a cursor reset" };
+        } else verdicts[w.i] = await this.#refuse(w.root, result.reason, result.need);
+      } catch (error) {
+        verdicts[w.i] = { action: "retry", delayMs: backoffMs(msg.info.deliveryCount), reason: (error as Error)?.message ?? String(error) };
+        this.o.logger.warn({ messageKey: e.messageKey, ...errorFields(error) }, "message not archived yet");
+      }
+    });
+    const written = work.filter((w) => staged.has(w.i));
+    const release = () => {
+      for (const w of written) this.#guards.get(w.root)?.unreserve(staged.get(w.i)!.bytes, w.target);
+    };
+    let stored: StoredMessage[] = [];
     try {
-      return await this.#archiveReceived(e, previous, release);
-    } finally {
+      await syncFolders(parents);
+      const rows: BatchRow[] = written.map((w) => {
+        const e = batch[w.i]!.payload;
+        const s = e.source;
+        const limit = w.ref.tenant.classification.loopBreaker;
+        const row: MessageRow = {
+          ...staged.get(w.i)!.row,
+          messageKey: e.messageKey,
+          tenant: s.tenant,
+          mailbox: s.mailbox,
+          direction: "inbound",
+          protocol: s.protocol,
+          folder: s.protocol === "imap" ? s.folder : null,
+          uidValidity: s.protocol === "imap" ? s.uidValidity : null,
+          uid: s.protocol === "imap" ? s.uid : null,
+          uidl: s.protocol === "pop3" ? s.uidl : null,
+          receivedAt: new Date(e.receivedAt),
+          archivePath: w.target,
+          oversize: e.oversize,
+          offer: e.offer,
+        };
+        const keepVerdict = classificationAction(w.ref.tenant.classification, row.classification) === "archive";
+        return { row, loopBreaker: { maxMessages: limit.maxMessages, windowMs: limit.windowMinutes * 60_000, keepVerdict } };
+      });
+      if (rows.length > 0) stored = await this.#withDatabase(() => insertBatch(this.o.pool, rows));
+    } catch (error) {
       release();
+      throw error;
     }
+    const outcome = new Map<string, { stored: StoredMessage; row?: MessageRow }>();
+    for (const [k, w] of written.entries()) {
+      const st = stored[k]!;
+      const row = { ...staged.get(w.i)!.row, messageKey: batch[w.i]!.payload.messageKey } as MessageRow;
+      const e = batch[w.i]!.payload;
+      const guard = this.#guards.get(w.root);
+      const bytes = staged.get(w.i)!.bytes;
+      if (st.inserted) {
+        this.stats.archived++;
+        this.stats.classified[st.classification]++;
+        if (st.loopBreaker) this.stats.loopBreakerHeld++;
+        if (st.loopBreaker?.alert) this.stats.loopAlerts++;
+        this.stats.bytesWritten += bytes;
+        await guard?.committed(bytes, w.target);
+      } else {
+        guard?.unreserve(bytes, w.target);
+      }
+      const log = this.o.logger.child({ tenant: e.source.tenant, mailbox: e.source.mailbox, messageKey: e.messageKey });
+      batch[w.i]!.within(() =>
+        log.info({ inserted: st.inserted, parseError: row.parseError, size: row.size, classification: st.classification, batch: batch.length }, "message archived"),
+      );
+      if (st.loopBreaker) {
+        log.warn({ messages: st.loopBreaker.messages, alert: st.loopBreaker.alert }, "loop breaker: message archived, not offered");
+        if (st.loopBreaker.alert) await this.#loopAlert(w.ref, { ...row, from: staged.get(w.i)!.row.from, subject: staged.get(w.i)!.row.subject }, st.loopBreaker.messages);
+      }
+      outcome.set(e.messageKey, { stored: st, row });
+    }
+    for (const [key, st] of existing) outcome.set(key, { stored: st });
+    // Redeliveries: their details come from the rows, read in one query.
+    const described = await this.#withDatabase(() => this.#describeMany([...existing.values()].map((st) => st.id)));
+    for (const [i, { payload: e, msg, within }] of batch.entries()) {
+      if (verdicts[i]) continue;
+      const o = outcome.get(e.messageKey);
+      if (!o) {
+        // A later copy of a key whose first delivery in this batch could not be written.
+        const first = firstOf.get(e.messageKey);
+        verdicts[i] = first !== undefined && verdicts[first] ? verdicts[first] : { action: "retry", delayMs: backoffMs(msg.info.deliveryCount), reason: "not archived yet" };
+        continue;
+      }
+      if (!o.row || firstOf.get(e.messageKey) !== i) {
+        this.stats.redeliveries++;
+        within(() => this.o.logger.info({ tenant: e.source.tenant, mailbox: e.source.mailbox, messageKey: e.messageKey }, "message already archived; confirming again"));
+      }
+      const d = o.row ?? described.get(o.stored.id)!;
+      const archived: MailArchived = {
+        version: "v1",
+        messageKey: e.messageKey,
+        tenant: e.source.tenant,
+        mailbox: e.source.mailbox,
+        messageId: o.stored.id,
+        conversationId: o.stored.conversationId,
+        archivePath: o.stored.archivePath,
+        size: d.size,
+        sha256: d.sha256,
+        rfcMessageId: d.rfcMessageId,
+        subject: d.subject,
+        from: d.from?.address ?? "",
+        to: d.to.map((a) => a.address),
+        cc: d.cc.map((a) => a.address),
+        flags: flagsOf(o.stored.classification),
+        classification: o.stored.classification,
+        classificationReason: o.stored.classificationReason,
+        parseError: d.parseError,
+        // The row's decision: false for history imports and for what the loop breaker held back.
+        offer: o.stored.offer,
+        receivedAt: e.receivedAt,
+        archivedAt: new Date().toISOString(),
+        source: e.source,
+      };
+      await within(() => this.#window.send(this.o.names.subjects.mailArchived(e.source.tenant, e.source.mailbox), archived, { msgId: `${e.messageKey}#archived` }));
+      verdicts[i] = ack;
+    }
+    // Every confirmation stored before any ack: a failure here sends the whole batch back, and its
+    // redelivery finds the rows and confirms again.
+    await this.#window.flush();
+    for (const { payload: e } of batch) {
+      // Not awaited: the raw copy is only a transport buffer (with a TTL), and a delete that never
+      // happens (crash) costs some object-store space for a while, nothing else.
+      if (e.rawInline === undefined && outcome.has(e.messageKey)) void this.#raw!.delete(e.raw.name).catch(() => undefined);
+    }
+    return verdicts.map((v) => v ?? ack);
   }
 
-  async #archiveReceived(e: MailReceived, previous: Promise<void>, inserted: () => void): Promise<Verdict> {
-    const log = this.o.logger.child({ tenant: e.source.tenant, mailbox: e.source.mailbox, messageKey: e.messageKey });
-    const ref = findMailbox(this.o.config, e.source.tenant, e.source.mailbox);
-    if (!ref) return { action: "term", reason: `mailbox ${e.source.tenant}/${e.source.mailbox} is not configured` };
-    let stored = await this.#store.find(e.messageKey);
-    let row: Pick<MessageRow, "subject" | "from" | "to" | "cc" | "flags" | "parseError" | "rfcMessageId" | "size" | "sha256"> | undefined;
-    if (!stored) {
-      const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
-      const target = messageFolder(root, e.source, new Date(e.receivedAt));
-      const staged = await this.#writeMessage(root, target, e.raw, e.messageKey);
-      if (staged.kind === "missing") {
-        // The raw object is gone but no row exists: the poller must fetch it again.
-        return { action: "term", reason: "raw message missing from the object store; the poller re-fetches after a cursor reset" };
-      }
-      if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.need);
-      const s = e.source;
-      const full: MessageRow = {
-        ...staged.row,
-        messageKey: e.messageKey,
-        tenant: s.tenant,
-        mailbox: s.mailbox,
-        direction: "inbound",
-        protocol: s.protocol,
-        folder: s.protocol === "imap" ? s.folder : null,
-        uidValidity: s.protocol === "imap" ? s.uidValidity : null,
-        uid: s.protocol === "imap" ? s.uid : null,
-        uidl: s.protocol === "pop3" ? s.uidl : null,
-        receivedAt: new Date(e.receivedAt),
-        archivePath: target,
-        oversize: e.oversize,
-        offer: e.offer,
-      };
-      const guard = this.#guards.get(root);
+  /** Runs a database step, waiting (with the batch in hand) while PostgreSQL is unreachable. */
+  async #withDatabase<T>(work: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
       try {
-        await previous;
-        stored = await this.#store.insert(full);
-        // The next message may resolve its conversation now; publishing this one's confirmation need not hold it up.
-        inserted();
+        return await work();
       } catch (error) {
-        guard?.unreserve(staged.bytes, target);
-        throw error;
+        if (!isDatabaseUnavailable(error) || this.#stopping.signal.aborted) throw error;
+        if (attempt === 1 || attempt % 10 === 0) this.o.logger.warn({ attempt, ...errorFields(error) }, "database unavailable; holding the messages of this batch until it returns");
+        const delay = Math.min(5_000, 250 * 2 ** Math.min(attempt, 5));
+        await sleep(delay / 2 + Math.random() * (delay / 2), undefined, { signal: this.#stopping.signal }).catch(() => undefined);
+        if (this.#stopping.signal.aborted) throw error;
       }
-      row = full;
-      if (stored.inserted) {
-        this.stats.archived++;
-        this.stats.bytesWritten += staged.bytes;
-        await guard?.committed(staged.bytes, target);
-      } else {
-        guard?.unreserve(staged.bytes, target);
-      }
-      log.info({ inserted: stored.inserted, parseError: full.parseError, size: full.size }, "message archived");
-    } else {
-      this.stats.redeliveries++;
-      log.info("message already archived; confirming again");
     }
-    const details = row ?? (await this.#describe(stored.id));
-    const archived: MailArchived = {
-      version: "v1",
-      messageKey: e.messageKey,
-      tenant: e.source.tenant,
-      mailbox: e.source.mailbox,
-      messageId: stored.id,
-      conversationId: stored.conversationId,
-      archivePath: stored.archivePath,
-      size: details.size,
-      sha256: details.sha256,
-      rfcMessageId: details.rfcMessageId,
-      subject: details.subject,
-      from: details.from?.address ?? "",
-      to: details.to.map((a) => a.address),
-      cc: details.cc.map((a) => a.address),
-      flags: details.flags,
-      parseError: details.parseError,
-      offer: e.offer,
-      receivedAt: e.receivedAt,
-      archivedAt: new Date().toISOString(),
-      source: e.source,
-    };
-    await publishJson(this.#js, this.o.names.subjects.mailArchived(e.source.tenant, e.source.mailbox), archived, { msgId: `${e.messageKey}#archived` });
-    // Not awaited: the raw copy is only a transport buffer (7-day TTL), and a delete that never
-    // happens (crash) costs some object-store space for a while, nothing else.
-    void this.#raw!.delete(e.raw.name).catch(() => undefined);
-    return ack;
   }
 
   async #onSent(e: MailSent): Promise<Verdict> {
@@ -410,6 +573,51 @@ export class Archiver {
     return ack;
   }
 
+  /**
+   * The loop breaker tripped for a new sender episode: one `alert.loop` event, and — like the disk
+   * alerts — one e-mail to the archive's alert recipients when `sendAlerts` is on and the mailbox
+   * can send. Both carry a business key, so a retry publishes nothing twice. (A crash between the
+   * insert's commit and this publish loses the alert, not a message: the next episode alerts.)
+   */
+  async #loopAlert(ref: NonNullable<ReturnType<typeof findMailbox>>, m: MessageRow, messages: number): Promise<void> {
+    const limit = ref.tenant.classification.loopBreaker;
+    const sender = m.from?.address ?? "";
+    const alert: LoopAlert = {
+      version: "v1",
+      tenant: ref.tenant.id,
+      mailbox: ref.mailbox.id,
+      sender,
+      messages,
+      maxMessages: limit.maxMessages,
+      windowMinutes: limit.windowMinutes,
+      messageKey: m.messageKey,
+      subject: m.subject,
+      raisedAt: new Date().toISOString(),
+    };
+    const alertId = `loop-${createHash("sha256").update(m.messageKey).digest("hex").slice(0, 24)}`;
+    await publishJson(this.#js, this.o.names.subjects.loopAlert(ref.tenant.id, ref.mailbox.id), alert, { msgId: alertId });
+    const settings = archiveSettingsFor(this.o.config, ref.mailbox);
+    if (!settings.sendAlerts || settings.alertRecipients.length === 0 || !ref.mailbox.smtp) return;
+    const command: SendRequested = {
+      version: "v1",
+      commandId: alertId,
+      tenant: ref.tenant.id,
+      mailbox: ref.mailbox.id,
+      kind: "alert",
+      to: settings.alertRecipients,
+      cc: [],
+      bcc: [],
+      subject: `Postroom: mail loop stopped for ${ref.tenant.id}/${ref.mailbox.id}`,
+      text: [
+        `More than ${limit.maxMessages} messages from ${sender} reached ${ref.mailbox.address} within ${limit.windowMinutes} minutes.`,
+        `They are archived but no longer offered to agents, until the sender has been quiet for ${limit.windowMinutes} minutes.`,
+        `This usually is an auto-responder answering mail in a loop. Last subject: ${m.subject}`,
+      ].join("\n"),
+      requestedAt: new Date().toISOString(),
+    };
+    await publishJson(this.#js, this.o.names.subjects.mailSend(ref.tenant.id, ref.mailbox.id), command, { msgId: alertId });
+  }
+
   /** The archive cannot take this message: pause ingestion, alert, and leave the message unacknowledged. */
   async #refuse(root: string, reason: string, need: Need): Promise<Verdict> {
     this.stats.refusedFull++;
@@ -419,29 +627,33 @@ export class Archiver {
     return { action: "retry", delayMs: this.o.disk?.checkIntervalMs ?? 15_000, reason };
   }
 
-  async #describe(id: string) {
+  /** #describe for many rows at once (a batch's redeliveries), by row id. */
+  async #describeMany(ids: string[]) {
+    const out = new Map<string, Details>();
+    if (ids.length === 0) return out;
     const r = await this.o.pool.query<{
-      subject: string; from_address: string; size: string; sha256: string; rfc_message_id: string; parse_error: string | null;
-      is_auto_reply: boolean; is_bounce: boolean; is_loop: boolean; to: string[] | null; cc: string[] | null;
+      id: string; subject: string; from_address: string; size: string; sha256: string; rfc_message_id: string; parse_error: string | null;
+      to: string[] | null; cc: string[] | null;
     }>(
-      `SELECT subject, from_address, size, sha256, rfc_message_id, parse_error, is_auto_reply, is_bounce, is_loop,
+      `SELECT id, subject, from_address, size, sha256, rfc_message_id, parse_error,
         (SELECT array_agg(address) FROM addresses WHERE message_id = m.id AND role = 'to') AS to,
         (SELECT array_agg(address) FROM addresses WHERE message_id = m.id AND role = 'cc') AS cc
-       FROM messages m WHERE id = $1`,
-      [id],
+       FROM messages m WHERE id = ANY($1::bigint[])`,
+      [ids],
     );
-    const x = r.rows[0]!;
-    return {
-      subject: x.subject,
-      from: { address: x.from_address, name: null },
-      to: (x.to ?? []).map((address) => ({ address, name: null })),
-      cc: (x.cc ?? []).map((address) => ({ address, name: null })),
-      flags: { autoReply: x.is_auto_reply, bounce: x.is_bounce, loop: x.is_loop },
-      parseError: x.parse_error,
-      rfcMessageId: x.rfc_message_id,
-      size: Number(x.size),
-      sha256: x.sha256,
-    };
+    for (const x of r.rows) {
+      out.set(x.id, {
+        subject: x.subject,
+        from: { address: x.from_address, name: null },
+        to: (x.to ?? []).map((address) => ({ address, name: null })),
+        cc: (x.cc ?? []).map((address) => ({ address, name: null })),
+        parseError: x.parse_error,
+        rfcMessageId: x.rfc_message_id,
+        size: Number(x.size),
+        sha256: x.sha256,
+      });
+    }
+    return out;
   }
 
   /**
@@ -449,17 +661,18 @@ export class Archiver {
    * parts), writes meta.json, checks the result fits the archive's quota, and moves the folder
    * into place. A full disk discards the staging folder and says so; nothing half-written remains.
    */
-  async #writeMessage(root: string, target: string, raw: ObjectRef, key: string): Promise<Staged> {
+  async #writeMessage(root: string, target: string, raw: ObjectRef, key: string, identity?: MailboxIdentity, inline?: string, parents?: Set<string>): Promise<Staged> {
     const guard = this.#guards.get(root);
     if (guard) {
       const room = await guard.admit(raw.size);
       if (!room.ok) return { kind: "full", reason: room.reason, need: { quotaBytes: raw.size, diskBytes: stagingEstimate(raw.size) } };
     }
-    const object = await this.#raw!.get(raw.name);
-    if (!object) return { kind: "missing" };
+    // Small messages arrive inside the event; only the large ones are read from the object store.
+    const data = inline !== undefined ? Readable.from([Buffer.from(inline, "base64")]) : (await this.#raw!.get(raw.name))?.data;
+    if (!data) return { kind: "missing" };
     const staged = await StagedFolder.create(root);
     try {
-      const written = await staged.writeStream("message.eml", object.data);
+      const written = await withReadDeadline(staged.writeStream("message.eml", data), rawReadDeadlineMs(raw.size), raw.name);
       if (written.sha256 !== raw.sha256) throw new Error(`raw message hash mismatch: expected ${raw.sha256}, read ${written.sha256}`);
       const attempts = new ParseAttempts(root);
       const earlier = await attempts.begin(key);
@@ -475,8 +688,15 @@ export class Archiver {
         if (parsed.timedOut) this.stats.parseTimeouts++;
       }
       if (mail) staged.addBytes(mail.partBytes);
-      const headerMap = new Map<string, string>(mail ? mail.headerLines.map(([key, line]) => [key, line.slice(line.indexOf(":") + 1).trim()]) : []);
-      const from = mail?.from ?? null;
+      // Received mail is classified against its mailbox; our own sent mail is not. A message the
+      // parser could not finish is classified (and counted by the loop breaker) from its raw
+      // header section: a loop of broken mail is still a loop.
+      const rawHeaders = !mail && identity ? await readRawHeaders(join(staged.path, "message.eml")) : undefined;
+      const headers = mail ? mail.headerLines.map(([name, line]) => [name, line.slice(line.indexOf(":") + 1).trim()] as const) : rawHeaders;
+      const verdict = identity && headers ? classifyAutomatic(headers, identity, mail?.subject) : { classification: "human" as const, reason: null };
+      const rawFrom = rawHeaders && addressesIn(rawHeaders.find(([name]) => name === "from")?.[1] ?? "").find((a) => a !== "");
+      const from = mail?.from ?? (rawFrom ? { address: rawFrom, name: null } : null);
+      const rawDate = rawHeaders?.find(([name]) => name === "date")?.[1] ?? null;
       const row = {
         // A message without Message-ID gets a stable one derived from its bytes: the same
         // message always gets the same id, and threading can still point at it.
@@ -488,13 +708,17 @@ export class Archiver {
         to: mail?.to ?? [],
         cc: mail?.cc ?? [],
         bcc: mail?.bcc ?? [],
-        dateHeader: mail?.date ? new Date(mail.date) : null,
+        replyTo: mail?.replyTo ?? [],
+        dateHeader: mail?.date ? new Date(mail.date) : rawDate !== null ? parseMailDate(rawDate) : null,
         size: written.size,
         sha256: written.sha256,
         headers: mail?.headerLines ?? [],
         textBody: mail?.text ?? null,
         htmlBody: mail?.html ?? null,
-        flags: detectAutomatic(headerMap, from?.address ?? "", mail?.contentType ?? ""),
+        classification: verdict.classification,
+        classificationReason: verdict.reason,
+        dateRaw: mail ? mail.dateRaw : rawDate,
+        bounce: verdict.classification === "bounce" ? (mail?.report ?? { of: null, status: null, diagnostic: null }) : null,
         parseError: parsed.ok ? null : parsed.error,
         attachments: mail?.attachments ?? [],
       };
@@ -508,10 +732,14 @@ export class Archiver {
             from: row.from,
             to: row.to,
             cc: row.cc,
+            replyTo: row.replyTo,
             date: row.dateHeader,
+            dateRaw: row.dateRaw,
             size: row.size,
             sha256: row.sha256,
-            flags: row.flags,
+            classification: row.classification,
+            classificationReason: row.classificationReason,
+            bounce: row.bounce,
             parseError: row.parseError,
             attachments: row.attachments,
           },
@@ -525,7 +753,7 @@ export class Archiver {
         return { kind: "full", reason: fits.reason, need: { quotaBytes: staged.bytes, diskBytes: stagingEstimate(raw.size) } };
       }
       try {
-        await staged.commit(target);
+        await staged.commit(target, { ...(parents ? { parents } : {}), partsEmpty: !mail || mail.attachments.length === 0 });
       } catch (error) {
         guard?.unreserve(staged.bytes, target);
         throw error;
@@ -539,5 +767,31 @@ export class Archiver {
       }
       throw error;
     }
+  }
+}
+
+/**
+ * How long reading one raw message from the object store may take: 30 s plus 10 s per MiB.
+ *
+ * Why a deadline: the object store streams an object's chunks through an ephemeral consumer, and
+ * on a nats-server 2.9 cluster with one node down a good part of those consumers are placed on
+ * the dead node and never deliver (measured on the test kit's three-node cluster: most reads for
+ * as long as the node was down). Without a deadline the read waits forever and holds the
+ * consumer's only slot, so the archiver stops; with it the message is retried (a new consumer,
+ * likely placed on a live node) and archived.
+ */
+export function rawReadDeadlineMs(size: number): number {
+  return 30_000 + Math.ceil(size / (1024 * 1024)) * 10_000;
+}
+
+async function withReadDeadline<T>(p: Promise<T>, ms: number, name: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`reading ${name} from the object store took longer than ${ms} ms; retrying`)), ms);
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,17 +1,2 @@
-/**
- * Whether a PostgreSQL error means "the database is not there right now" (stopped, restarting,
- * unreachable) rather than "this statement is wrong". The archiver waits out the first kind with
- * the message in hand; the second kind is a bug or bad data and is retried with backoff by the
- * consumer like any other failure.
- */
-export function isDatabaseUnavailable(error: unknown): boolean {
-  const e = error as { code?: unknown; message?: unknown } | undefined;
-  const code = typeof e?.code === "string" ? e.code : "";
-  // Class 08: connection exceptions. 57P01 admin_shutdown, 57P02 crash_shutdown,
-  // 57P03 cannot_connect_now ("the database system is starting up / shutting down").
-  if (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03") return true;
-  if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"].includes(code)) return true;
-  const message = typeof e?.message === "string" ? e.message : "";
-  // node-postgres reports a dropped socket and a pool wait timeout with these messages and no code.
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed/i.test(message);
-}
+// The classifier lives in @postroom/db since every service's start-up uses it too.
+export { isDatabaseUnavailable } from "@postroom/db";

@@ -39,6 +39,15 @@ after(async () => {
   await h?.close();
 });
 
+/** What the archive's filesystem holds when resuming is late: free bytes, what is open and what is on it. */
+async function diskReport(): Promise<string> {
+  const { readdir, readlink, statfs } = await import("node:fs/promises");
+  const fs = await statfs(h.archiveRoot);
+  const open = (await Promise.all((await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")))).filter((p) => p.startsWith(h.archiveRoot));
+  const files = (await readdir(h.archiveRoot, { recursive: true })).slice(0, 40);
+  return `filesystem free ${fs.bavail * fs.bsize} bytes; open under the archive: ${JSON.stringify(open)}; files: ${JSON.stringify(files)}; guard: ${JSON.stringify(h.archiver?.stats.disks())}`;
+}
+
 function withAttachment(n: number): Buffer {
   const data = randomBytes(MB).toString("base64").replace(/.{76}/g, "$&\r\n");
   return Buffer.from(
@@ -86,7 +95,9 @@ test("when the archive's filesystem cannot take the next message, ingestion paus
   await waitFor(async () => {
     const e = await control.get(ingestKey("acme", "support"));
     return e?.value.length ? !IngestControl.parse(e.json()).paused : false;
-  }, { timeoutMs: 20_000, what: "ingestion resumed" });
+  }, { timeoutMs: 20_000, what: "ingestion resumed" }).catch(async (error: unknown) => {
+    throw new Error(`${(error as Error).message}\n${await diskReport()}`, { cause: error });
+  });
   await waitFor(() => h.confirmations.some((c) => c.messageKey === second), { timeoutMs: 30_000, what: "second archived after space was freed" });
   assert.equal(await h.count(), 2);
 });

@@ -43,7 +43,7 @@ export interface DiskGuardOptions {
   logger: Logger;
   /** Written into the control entry: who paused ingestion. */
   by: string;
-  /** Free space always left on the filesystem (default 512 MiB). */
+  /** Free space always left on the filesystem; overrides `settings.minFreeBytes` (tests). */
   minFreeBytes?: number;
   /** How often free space is re-measured and a pause re-examined (default 15 s). */
   checkIntervalMs?: number;
@@ -75,7 +75,7 @@ export interface DiskSnapshot {
  * daily reminder — as `alert.disk` events and, when enabled, an e-mail through smtp-sender.
  */
 export class DiskGuard {
-  readonly #o: DiskGuardOptions;
+  #o: DiskGuardOptions;
   readonly #log: Logger;
   #used = 0;
   /** Bytes of staged folders that fit and are about to be committed. */
@@ -149,7 +149,17 @@ export class DiskGuard {
     // The quota is checked exactly after staging (see fits); here only what the .eml alone needs.
     const quota = roomFor({ ...facts, fsFreeBytes: Number.MAX_SAFE_INTEGER }, rawBytes, 0);
     if (!quota.ok) return quota;
-    return roomFor({ ...facts, quotaBytes: null }, stagingEstimate(rawBytes), this.#o.minFreeBytes ?? 512 * 1024 * 1024);
+    const room = roomFor({ ...facts, quotaBytes: null }, stagingEstimate(rawBytes), this.#minFree());
+    // The message that was refused (or one at least as large) fits now: the pause ends here. Left
+    // to the next check, the pause could outlive its cause — once this message is archived the
+    // space it took may leave too little for the need the pause remembers, and it would never end.
+    if (room.ok && this.#blockedNeed !== null && rawBytes >= this.#blockedNeed.quotaBytes) {
+      this.#log.info({ usedBytes: this.#used, fsFreeBytes: this.#fs.freeBytes }, "archive has room again; ingestion resumes");
+      this.#blockedNeed = null;
+      await this.#writeControl(false);
+      await this.#evaluate();
+    }
+    return room;
   }
 
   /**
@@ -207,7 +217,7 @@ export class DiskGuard {
     if (this.#blockedNeed !== null) {
       const facts = this.#facts();
       const quota = roomFor({ ...facts, fsFreeBytes: Number.MAX_SAFE_INTEGER }, this.#blockedNeed.quotaBytes, 0);
-      const disk = roomFor({ ...facts, quotaBytes: null }, this.#blockedNeed.diskBytes, this.#o.minFreeBytes ?? 512 * 1024 * 1024);
+      const disk = roomFor({ ...facts, quotaBytes: null }, this.#blockedNeed.diskBytes, this.#minFree());
       if (quota.ok && disk.ok) {
         this.#log.info({ usedBytes: this.#used, fsFreeBytes: this.#fs.freeBytes }, "archive has room again; ingestion resumes");
         this.#blockedNeed = null;
@@ -217,6 +227,21 @@ export class DiskGuard {
       await this.#writeControl(false);
     }
     await this.#evaluate();
+  }
+
+  /**
+   * New quota, threshold, reserve or recipients (a config reload on SIGHUP): they apply from the
+   * next message, and a pause the new settings lift ends now, without restarting anything.
+   * The root stays: a guard is one folder.
+   */
+  async updateSettings(settings: ArchiveSettings): Promise<void> {
+    this.#o = { ...this.#o, settings };
+    this.#log.info({ quotaGb: settings.quotaGb ?? null, warnPercentLeft: settings.warnPercentLeft, minFreeBytes: this.#minFree() }, "archive settings reloaded");
+    await this.check();
+  }
+
+  #minFree(): number {
+    return this.#o.minFreeBytes ?? this.#o.settings.minFreeBytes ?? 512 * 1024 * 1024;
   }
 
   #facts(): DiskFacts {

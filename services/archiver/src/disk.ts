@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
@@ -91,19 +91,43 @@ export class StagedFolder {
     this.#bytes += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
   }
 
-  /** Moves the folder into place. A folder already there is from an attempt that crashed before its database commit: same message, replaced. */
-  async commit(target: string): Promise<void> {
-    await fsyncFile(join(this.path, "parts"));
+  /**
+   * Moves the folder into place. A folder already there is from an attempt that crashed before its
+   * database commit: same message, replaced.
+   *
+   * Durability, before the caller's database commit: every file was fsynced as it was written;
+   * the folder's own entries (message.eml, meta.json, parts/) are fsynced here, and the parts
+   * folder's entries only when it has any — an empty folder has no entries to make durable, and
+   * its own name is an entry of the message folder, fsynced here. The rename is made durable by
+   * fsyncing the parent (the day folder). With `parents`, that parent fsync is left to the caller,
+   * who collects the parents of a whole batch and fsyncs each once (`syncFolders`) before its
+   * COMMIT: a row is never committed while its folder's name could still vanish in a crash. The
+   * staging folder `.tmp` is not fsynced after the rename: if a crash forgot the removal, the
+   * folder would reappear there as well, and `.tmp` is emptied at every start.
+   */
+  async commit(target: string, options: { parents?: Set<string>; partsEmpty?: boolean } = {}): Promise<void> {
+    if (!options.partsEmpty) await fsyncFile(join(this.path, "parts"));
     await fsyncFile(this.path);
-    await mkdir(join(target, ".."), { recursive: true });
+    const parent = join(target, "..");
+    // Folders created here (a new day, month, mailbox) are entries of their own parents: those
+    // are fsynced too, or a crash could lose the day folder along with everything in it.
+    const created = await mkdir(parent, { recursive: true });
+    const touched = [parent];
+    if (created !== undefined) for (let d = parent; d.length >= created.length && d !== dirname(d); d = dirname(d)) touched.push(dirname(d));
     await rm(target, { recursive: true, force: true });
     await rename(this.path, target);
-    await fsyncFile(join(target, ".."));
+    if (options.parents) for (const t of touched) options.parents.add(t);
+    else await syncFolders(touched);
   }
 
   async discard(): Promise<void> {
     await rm(this.path, { recursive: true, force: true });
   }
+}
+
+/** Fsyncs each folder once, side by side (a batch's parents; the filesystem merges them into few journal commits). */
+export async function syncFolders(folders: Iterable<string>): Promise<void> {
+  await Promise.all([...new Set(folders)].map((f) => fsyncFile(f)));
 }
 
 async function fsyncFile(path: string): Promise<void> {

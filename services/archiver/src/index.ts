@@ -1,7 +1,11 @@
 export { Archiver } from "./archiver.js";
 export type { ArchiverOptions, ArchiverStats } from "./archiver.js";
 export { sanitizeFileName } from "./filenames.js";
-export { detectAutomatic } from "./automatic.js";
+export { classifyAutomatic, flagsOf, isPostroomMessageId } from "./classify.js";
+export type { ClassifyResult, MailboxIdentity, HeaderList } from "./classify.js";
+export { parseMailDate } from "./dates.js";
+export { readDeliveryReport } from "./dsn.js";
+export type { DeliveryReport } from "./dsn.js";
 export { messageFolder } from "./disk.js";
 export { ParsePool } from "./parse-pool.js";
 export type { ParseLimits, ParseOutcome, ParsedSummary } from "./parse.js";

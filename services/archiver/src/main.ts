@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { archiveSettingsFor } from "@postroom/config";
+import { archiveSettingsFor, loadConfig } from "@postroom/config";
+import { errorFields } from "@postroom/telemetry";
 import { consumerLagReader } from "@postroom/nats-kit";
 import { runPostroomService } from "@postroom/runtime";
 import { Archiver } from "./archiver.js";
@@ -39,8 +40,20 @@ await runPostroomService({
     publishDisks();
     const timer = setInterval(publishDisks, DISK_METRICS_EVERY_MS);
     timer.unref();
+    // SIGHUP re-reads the config file: a new quota, threshold or reserve applies without a restart
+    // (ingestion keeps running; a pause the new settings lift ends). A broken file keeps the old settings.
+    const onHangup = () => {
+      loadConfig(env)
+        .then((next) => archiver.reloadArchiveSettings(next, "SIGHUP"))
+        .catch((error: unknown) => {
+          logger.error({ ...errorFields(error) }, "config reload failed; the previous archive settings stay");
+          return archiver.reloadFailed(error, "SIGHUP");
+        });
+    };
+    process.on("SIGHUP", onHangup);
     return {
       async stop() {
+        process.removeListener("SIGHUP", onHangup);
         clearInterval(timer);
         await archiver.stop();
       },

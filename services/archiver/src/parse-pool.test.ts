@@ -55,3 +55,25 @@ test("a parse cut short by shutdown is reported as stopped, so the archiver retr
   const after = await pool.parse(eml, parts, bigText.length);
   assert.equal(!after.ok && after.stopped, true, "a stopped pool takes no new work");
 });
+
+/** Paths this process holds open (Linux): what would keep a deleted .eml's disk space in use. */
+async function openPaths(): Promise<string[]> {
+  const { readdir, readlink } = await import("node:fs/promises");
+  const fds = await readdir("/proc/self/fd");
+  return (await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")))).filter(Boolean);
+}
+
+test("a parse cut off at its time limit leaves no descriptor open on the message, so deleting it frees its space", async () => {
+  const { eml, parts } = await stage("cutoff", bigText);
+  const pool = new ParsePool({ workers: 1, timeoutMs: 400 });
+  try {
+    // Warm, so the 400 ms go to reading and parsing the 24 MB message, which takes seconds.
+    const small = await stage("small-cutoff", buildMailCorpus({ bigAttachmentBytes: 0 })[0]!.raw);
+    assert.equal((await pool.parse(small.eml, small.parts, 300)).ok, true);
+    const outcome = await pool.parse(eml, parts, bigText.length);
+    assert.equal(!outcome.ok && outcome.timedOut, true, "cut off by the time limit");
+    assert.deepEqual((await openPaths()).filter((p) => p.startsWith(dir.path)), [], "nothing under the archive is still open");
+  } finally {
+    await pool.stop();
+  }
+});

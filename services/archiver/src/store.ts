@@ -1,4 +1,4 @@
-import type { AutoFlags } from "@postroom/contracts";
+import type { Classification } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
 
 export interface AttachmentRow {
@@ -30,6 +30,8 @@ export interface MessageRow {
   to: { address: string; name: string | null }[];
   cc: { address: string; name: string | null }[];
   bcc: { address: string; name: string | null }[];
+  /** Stored with role 'reply-to'; replies go there first (absent on rows Postroom composed itself). */
+  replyTo?: { address: string; name: string | null }[];
   dateHeader: Date | null;
   receivedAt: Date;
   size: number;
@@ -38,7 +40,12 @@ export interface MessageRow {
   headers: [string, string][];
   textBody: string | null;
   htmlBody: string | null;
-  flags: AutoFlags;
+  classification: Classification;
+  classificationReason: string | null;
+  /** The Date header as sent; `dateHeader` is null when it could not be read. */
+  dateRaw: string | null;
+  /** For a delivery status notification: the Message-ID, status and diagnostic of what bounced. */
+  bounce: { of: string | null; status: string | null; diagnostic: string | null } | null;
   oversize: boolean;
   parseError: string | null;
   offer: boolean;
@@ -52,6 +59,40 @@ export interface StoredMessage {
   rfcMessageId: string;
   /** false when the row was already there (a redelivery). */
   inserted: boolean;
+  /** Whether the row says to offer it (false for history imports and what the loop breaker held back). */
+  offer: boolean;
+  classification: Classification;
+  classificationReason: string | null;
+  /** Set when this insert tripped the loop breaker. */
+  loopBreaker?: { messages: number; alert: boolean };
+}
+
+/** More than `maxMessages` from one sender to one mailbox within `windowMs` are not offered. */
+export interface LoopBreakerLimit {
+  maxMessages: number;
+  windowMs: number;
+  /**
+   * The message's verdict keeps it from agents anyway (an auto-reply, a bounce): it still counts
+   * and can raise the alert, but keeps its classification and reason instead of becoming "loop".
+   */
+  keepVerdict?: boolean;
+}
+
+/** The columns of a stored message that the archiver reports back, as PostgreSQL returns them. */
+export type StoredRow = { id: string; conversation_id: string; archive_path: string; rfc_message_id: string; offer: boolean; classification: Classification; classification_reason: string | null };
+export const STORED_COLUMNS = "id, conversation_id, archive_path, rfc_message_id, offer, classification, classification_reason";
+/** A stored row as the archiver reports it; `inserted` says whether this delivery wrote it. */
+export function stored(row: StoredRow, inserted: boolean): StoredMessage {
+  return {
+    id: row.id,
+    conversationId: row.conversation_id,
+    archivePath: row.archive_path,
+    rfcMessageId: row.rfc_message_id,
+    inserted,
+    offer: row.offer,
+    classification: row.classification,
+    classificationReason: row.classification_reason,
+  };
 }
 
 /** Reads and writes the history tables for the archiver. */
@@ -59,12 +100,9 @@ export class HistoryStore {
   constructor(private readonly pool: Pool) {}
 
   async find(messageKey: string): Promise<StoredMessage | undefined> {
-    const r = await this.pool.query<{ id: string; conversation_id: string; archive_path: string; rfc_message_id: string }>(
-      "SELECT id, conversation_id, archive_path, rfc_message_id FROM messages WHERE message_key = $1",
-      [messageKey],
-    );
+    const r = await this.pool.query<StoredRow>(`SELECT ${STORED_COLUMNS} FROM messages WHERE message_key = $1`, [messageKey]);
     const row = r.rows[0];
-    return row ? { id: row.id, conversationId: row.conversation_id, archivePath: row.archive_path, rfcMessageId: row.rfc_message_id, inserted: false } : undefined;
+    return row ? stored(row, false) : undefined;
   }
 
   /**
@@ -72,9 +110,17 @@ export class HistoryStore {
    * conversation of any stored message (inbound or outbound, same mailbox) that its In-Reply-To
    * or References names — and taking in the conversations of messages archived before it that
    * name it (a reply that arrived first). A concurrent insert of the same key leaves the first
-   * one standing.
+   * one standing. A delivery status notification joins the conversation of the message it
+   * reports on.
+   *
+   * With `loopBreaker`, an inbound message from a sender who already has `maxMessages` messages in
+   * this mailbox received within the window of its own receive time (before or after: replicas and
+   * backlogs insert out of order, and counting only earlier ones would let such a burst through)
+   * is stored with offer = false and
+   * (unless `keepVerdict`) classification "loop". The count runs in this transaction under a lock on (mailbox, sender),
+   * so replicas archiving the same sender's mail at once count each other's rows exactly.
    */
-  async insert(m: MessageRow): Promise<StoredMessage> {
+  async insert(m: MessageRow, loopBreaker?: LoopBreakerLimit): Promise<StoredMessage> {
     const client = await this.pool.connect();
     // A checked-out client whose server goes away emits "error"; the pool listens only to idle
     // clients, so without this the process would die on a database restart. The query in
@@ -86,16 +132,49 @@ export class HistoryStore {
       await client.query("BEGIN");
       // Serialise inserts of one message key so conversation creation cannot race itself.
       await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [m.messageKey]);
-      const existing = await client.query<{ id: string; conversation_id: string; archive_path: string; rfc_message_id: string }>(
-        "SELECT id, conversation_id, archive_path, rfc_message_id FROM messages WHERE message_key = $1",
-        [m.messageKey],
-      );
+      const existing = await client.query<StoredRow>(`SELECT ${STORED_COLUMNS} FROM messages WHERE message_key = $1`, [m.messageKey]);
       if (existing.rows[0]) {
         await client.query("COMMIT");
-        const row = existing.rows[0];
-        return { id: row.id, conversationId: row.conversation_id, archivePath: row.archive_path, rfcMessageId: row.rfc_message_id, inserted: false };
+        return stored(existing.rows[0], false);
       }
-      const related = [m.inReplyTo, ...m.references].filter((x): x is string => !!x);
+      let { offer, classification, classificationReason } = m;
+      let tripped: StoredMessage["loopBreaker"];
+      const sender = m.from?.address ?? "";
+      if (loopBreaker && m.direction === "inbound" && sender !== "") {
+        await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`loop-breaker/${m.tenant}/${m.mailbox}/${sender}`]);
+        const windowStart = new Date(m.receivedAt.getTime() - loopBreaker.windowMs);
+        const recent = await client.query<{ n: string }>(
+          `SELECT count(*) AS n FROM messages
+           WHERE tenant = $1 AND mailbox = $2 AND from_address = $3 AND direction = 'inbound' AND received_at > $4 AND received_at < $5`,
+          [m.tenant, m.mailbox, sender, windowStart, new Date(m.receivedAt.getTime() + loopBreaker.windowMs)],
+        );
+        const messages = Number(recent.rows[0]!.n) + 1;
+        if (messages > loopBreaker.maxMessages) {
+          const minutes = loopBreaker.windowMs / 60_000;
+          const was = m.classification === "human" ? "" : ` (classified ${m.classification}: ${m.classificationReason ?? "no reason"})`;
+          offer = false;
+          if (!loopBreaker.keepVerdict) classification = "loop";
+          if (!loopBreaker.keepVerdict) classificationReason = `loop breaker: ${messages} messages from ${sender} within ${minutes} minutes (limit ${loopBreaker.maxMessages})${was}`;
+          // One alert per episode: a new one only when the breaker has not held back this sender's
+          // mail for a whole window.
+          const prior = await client.query<{ last_tripped_at: Date }>(
+            "SELECT last_tripped_at FROM loop_breaker WHERE tenant = $1 AND mailbox = $2 AND sender = $3",
+            [m.tenant, m.mailbox, sender],
+          );
+          const last = prior.rows[0]?.last_tripped_at;
+          const alert = last === undefined || last.getTime() < windowStart.getTime();
+          await client.query(
+            `INSERT INTO loop_breaker (tenant, mailbox, sender, alerted_at, last_tripped_at) VALUES ($1, $2, $3, now(), $4)
+             ON CONFLICT (tenant, mailbox, sender) DO UPDATE SET
+               last_tripped_at = GREATEST(loop_breaker.last_tripped_at, EXCLUDED.last_tripped_at),
+               alerted_at = CASE WHEN $5 THEN now() ELSE loop_breaker.alerted_at END,
+               tripped = loop_breaker.tripped + 1`,
+            [m.tenant, m.mailbox, sender, m.receivedAt, alert],
+          );
+          tripped = { messages, alert };
+        }
+      }
+      const related = [m.inReplyTo, ...m.references, m.bounce?.of].filter((x): x is string => !!x);
       let conversationId: string | undefined;
       if (related.length > 0) {
         const r = await client.query<{ conversation_id: string }>(
@@ -116,14 +195,17 @@ export class HistoryStore {
       const inserted = await client.query<{ id: string }>(
         `INSERT INTO messages (message_key, tenant, mailbox, direction, protocol, folder, uid_validity, uid, uidl, rfc_message_id,
            in_reply_to, "references", subject, from_address, date_header, received_at, size, sha256, archive_path, headers,
-           text_body, html_body, is_auto_reply, is_bounce, is_loop, oversize, parse_error, offer, conversation_id)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)
+           text_body, html_body, is_auto_reply, is_bounce, is_loop, oversize, parse_error, offer, conversation_id,
+           classification, classification_reason, date_raw, bounce_of, bounce_status, bounce_diagnostic)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,
+           $30,$31,$32,$33,$34,$35)
          RETURNING id`,
         [
           m.messageKey, m.tenant, m.mailbox, m.direction, m.protocol, m.folder, m.uidValidity, m.uid, m.uidl, m.rfcMessageId,
           m.inReplyTo, m.references, m.subject, m.from?.address ?? "", m.dateHeader, m.receivedAt, m.size, m.sha256, m.archivePath,
-          JSON.stringify(m.headers), m.textBody, m.htmlBody, m.flags.autoReply, m.flags.bounce, m.flags.loop, m.oversize, m.parseError,
-          m.offer, conversationId,
+          JSON.stringify(m.headers), m.textBody, m.htmlBody, classification === "auto-reply", classification === "bounce", classification === "loop", m.oversize, m.parseError,
+          offer, conversationId,
+          classification, classificationReason, m.dateRaw, m.bounce?.of ?? null, m.bounce?.status ?? null, m.bounce?.diagnostic ?? null,
         ],
       );
       const id = inserted.rows[0]!.id;
@@ -132,6 +214,7 @@ export class HistoryStore {
         ...m.to.map((a) => ["to", a] as [string, typeof a]),
         ...m.cc.map((a) => ["cc", a] as [string, typeof a]),
         ...m.bcc.map((a) => ["bcc", a] as [string, typeof a]),
+        ...(m.replyTo ?? []).map((a) => ["reply-to", a] as [string, typeof a]),
       ];
       // One statement per table, however many addresses and parts: each round trip counts at burst rates.
       if (addresses.length > 0) {
@@ -165,7 +248,7 @@ export class HistoryStore {
         m.messageKey,
       ]);
       await client.query("COMMIT");
-      return { id, conversationId, archivePath: m.archivePath, rfcMessageId: m.rfcMessageId, inserted: true };
+      return { id, conversationId, archivePath: m.archivePath, rfcMessageId: m.rfcMessageId, inserted: true, offer, classification, classificationReason, ...(tripped ? { loopBreaker: tripped } : {}) };
     } catch (error) {
       // A client whose ROLLBACK fails is broken (its server went away): destroy it rather than
       // hand it to the next caller.

@@ -5,7 +5,18 @@ import { MailArchived, messageKey, names as namesOf, streamDefinitions, type Mai
 import { createPool, migrate, type Pool } from "@postroom/db";
 import { connectNats, ensureStreams, jetStreamOf, openObjectStore, publishJson, type NatsConnection, type ObjectStore } from "@postroom/nats-kit";
 import { createLogger } from "@postroom/telemetry";
-import { cleanupNamespace, createTestDatabase, natsUrl, tempDir, testNamespace, type TempDir, type TestDatabase } from "@postroom/testkit";
+import {
+  cleanupNamespace,
+  createTestDatabase,
+  dbRolesInTests,
+  natsUrl,
+  setUpTestDatabaseRoles,
+  tempDir,
+  testNamespace,
+  type TempDir,
+  type TestDatabase,
+  type TestDatabaseRoles,
+} from "@postroom/testkit";
 import { Archiver, type ArchiverOptions } from "./archiver.js";
 
 /**
@@ -20,7 +31,12 @@ export class Harness {
   namespace!: string;
   names!: Names;
   nc!: NatsConnection;
+  /** The database's owner: fixtures and assertions. */
   pool!: Pool;
+  /** What the archiver itself gets: the owner's pool, or with POSTROOM_TEST_DB_ROLES=1 one logged in as the archiver's role. */
+  servicePool!: Pool;
+  /** Set with POSTROOM_TEST_DB_ROLES=1. */
+  roles: TestDatabaseRoles | undefined;
   raw!: ObjectStore;
   config!: PostroomConfig;
   archiver: Archiver | undefined;
@@ -42,6 +58,8 @@ export class Harness {
     h.nc = await connectNats({ url: natsUrl(), name: `test-${prefix}` });
     h.pool = createPool(h.db.url);
     await migrate(h.pool);
+    h.roles = dbRolesInTests() ? await setUpTestDatabaseRoles(h.db.url) : undefined;
+    h.servicePool = h.roles?.poolAs("archiver") ?? h.pool;
     const input: PostroomConfigInput = {
       version: 1,
       nats: { url: natsUrl(), namespace: h.namespace },
@@ -78,7 +96,7 @@ export class Harness {
       nc: this.nc,
       names: this.names,
       config: this.config,
-      pool: this.pool,
+      pool: this.servicePool,
       logger: createLogger({ service: "archiver-test", level: process.env.LOG_LEVEL ?? "warn" }),
       ...this.#options,
       ...options,
@@ -129,6 +147,7 @@ export class Harness {
     await this.pool?.end().catch(() => undefined);
     await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
     await this.db?.drop();
+    await this.roles?.drop();
     await this.dir?.remove();
   }
 }

@@ -3,20 +3,11 @@ import { after, before, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { SendRequested } from "@postroom/contracts";
 import { waitFor } from "@postroom/testkit";
-import { BridgeHarness, call } from "./test-harness.js";
+import { BridgeHarness, call, mailbox } from "./test-harness.js";
 
 let h: BridgeHarness;
 let api: string;
 const env = { ANN_PW: "ann-secret-1", BOB_PW: "bob-secret-2", GINA_PW: "gina-secret-3", SUE_PW: "sue-secret-4" };
-
-const mailbox = (id: string, tenant: string, extra: Record<string, unknown> = {}) => ({
-  id,
-  address: `${id}@${tenant}.test`,
-  inbound: { protocol: "imap" as const, host: "127.0.0.1", port: 143, tls: "none" as const },
-  auth: { type: "password" as const, password: "env:UNUSED" },
-  smtp: { host: "127.0.0.1", port: 2525, tls: "none" as const },
-  ...extra,
-});
 
 before(async () => {
   h = await BridgeHarness.create(
@@ -92,13 +83,18 @@ test("an agent logs in, gets the session with its history, reads the email and r
   const list = await call(api, "GET", "/api/sessions", ann);
   assert.deepEqual((list.body.sessions as { id: string }[]).map((s) => s.id), [session.id]);
   assert.equal((await call(api, "POST", `/api/sessions/${session.id}/accept`, ann, {})).status, 200);
+  // The sender named the file with a right-to-left override; the archiver stored it sanitised.
+  await h.pool.query("UPDATE attachments SET original_name = $2 WHERE message_id = $1", [messageId, "invoice\u202efdp.bat"]);
   const read = await call(api, "GET", `/api/sessions/${session.id}`, ann);
   assert.equal(read.status, 200);
-  const email = read.body.email as { html: string; subject: string; attachments: { url: string; name: string }[] };
+  const email = read.body.email as { html: string; subject: string; attachments: { url: string; name: string; originalName: string | null }[]; classification: string; dateSource: string; dateRaw: string | null };
   assert.equal(email.subject, "Broken <b>widget</b>");
+  assert.deepEqual([email.classification, email.dateSource, email.dateRaw], ["human", "received", null], "no Date header: the date shown is the received time, and the API says so");
   assert.doesNotMatch(email.html, /script|onerror|alert/);
   const file = await fetch(api + email.attachments[0]!.url, { headers: { authorization: `Bearer ${ann}` } });
   assert.equal(file.headers.get("content-type"), "application/octet-stream");
+  assert.deepEqual([email.attachments[0]!.name, email.attachments[0]!.originalName], ["invoice.pdf", "invoice\u202efdp.bat"], "the agent sees the sanitised name");
+  assert.match(file.headers.get("content-disposition") ?? "", /^attachment; filename="invoice\.pdf"; filename\*=UTF-8''invoice\.pdf$/, "and saves it under that name");
   assert.equal(await file.text(), "%PDF-1.4 test");
 
   const reply = await call(api, "POST", `/api/sessions/${session.id}/reply-all`, ann, { text: "We are on it.", requestId: "click-0001" });
@@ -159,6 +155,7 @@ test("no agent can reach another tenant's (or another agent's) session, by any i
     for (const id of [s.id, s.id.toUpperCase(), messageId, `${s.id}/../${s.id}`, "00000000-0000-0000-0000-000000000000"]) {
       assert.equal((await call(api, "GET", `/api/sessions/${id}`, token)).status, 404, `read ${id}`);
       assert.equal((await call(api, "GET", `/api/sessions/${id}/attachments/0`, token)).status, 404, `attachment ${id}`);
+      assert.equal((await call(api, "GET", `/api/sessions/${id}/replies`, token)).status, 404, `replies ${id}`);
       for (const action of ["accept", "close", "transfer", "reply", "reply-all", "forward"]) {
         const r = await call(api, "POST", `/api/sessions/${id}/${action}`, token, { text: "x", requestId: "abcdefgh", to: ["x@y.z"], agent: "gina", outcome: "x" });
         assert.equal(r.status, 404, `${action} ${id}: ${JSON.stringify(r.body)}`);

@@ -1,16 +1,22 @@
 import { findMailbox, resolveSecret, type PostroomConfig, type Tenant } from "@postroom/config";
-import { MailArchived, type Names, type SendRequested, type SessionAssigned, type SessionCompleted, type SessionOffered } from "@postroom/contracts";
-import type { Pool } from "@postroom/db";
-import { ack, DurableConsumer, jetStreamOf, publishJson, traceHeaders, type NatsConnection, type Verdict } from "@postroom/nats-kit";
-import { errorFields, type Logger } from "@postroom/telemetry";
+import { MailArchived, type AcdStatus, type Names, type SendRequested, type SessionAssigned, type SessionCompleted, type SessionOffered } from "@postroom/contracts";
+import { queryAudit, recordAudit, type Pool } from "@postroom/db";
+import { ack, DurableConsumer, jetStreamOf, openKv, publishJson, traceHeaders, type NatsConnection, type Verdict } from "@postroom/nats-kit";
+import { errorFields, type Logger, type PostroomMetrics } from "@postroom/telemetry";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import { AcdStatusReporter } from "./acd-status.js";
 import { AgentApi, type AgentActions } from "./agent-api.js";
 import { BuiltinDistributor, DistributionError, type DistributorEvent, type TenantSettings } from "./builtin-distributor.js";
+import type { HtmlLimits } from "./html-pool.js";
+import { HtmlPool } from "./html-pool.js";
+import { ReplyTracker } from "./replies.js";
+import { Pacer } from "./pacer.js";
 import { route, RoutingConfigError, validateRouting } from "./routing.js";
 import { SessionStore, type SessionState } from "./sessions.js";
-import { SoftdialAdapter, type SoftdialEvent } from "./softdial/adapter.js";
-import { verify, WebhookClient, WebhookDeliveryError } from "./webhook.js";
+import { checkArchivedMessage, checkSubject, type EventRefusal } from "./tenant-guard.js";
+import { SoftdialAdapter, type DeliveryResult, type SoftdialEvent, type SoftdialOffer } from "./softdial/adapter.js";
+import { verify, WebhookDispatcher, type WebhookOffer } from "./webhook.js";
 
 export interface BridgeOptions {
   nc: NatsConnection;
@@ -24,8 +30,14 @@ export interface BridgeOptions {
   env?: NodeJS.ProcessEnv;
   /** false: no agent API (tests of the pipeline alone). */
   agentApi?: boolean;
-  /** Backoff of the webhook client (tests shorten it). */
-  webhookRetry?: { attempts: number; initialDelayMs: number; maxDelayMs: number };
+  /** Budgets for sanitising emails' HTML (tests shorten them). */
+  html?: Partial<HtmlLimits>;
+  /** The service's metrics (main.ts); tests of the pipeline alone leave it out. */
+  metrics?: PostroomMetrics;
+  /** Softdial connection timers (tests shorten them). */
+  softdial?: { heartbeatSeconds?: number; backoff?: { initialMs: number; maxMs: number; stableMs: number } };
+  /** How often the ACD status re-reads the unanswered count from PostgreSQL (default 5 s). */
+  statusRefreshMs?: number;
 }
 
 /** Waits longer than this are handed back to JetStream (nak with delay) instead of held in memory. */
@@ -43,22 +55,31 @@ export class AsdBridge implements AgentActions {
   readonly #sessions: SessionStore;
   readonly distributor: BuiltinDistributor;
   readonly softdial = new Map<string, SoftdialAdapter>();
-  readonly #webhooks = new Map<string, { client: WebhookClient; secret: string }>();
+  readonly #webhooks = new Map<string, { dispatcher: WebhookDispatcher; secret: string }>();
+  /** Per tenant: the ACD status `postroom status` shows. */
+  readonly #status = new Map<string, AcdStatusReporter>();
+  /** Unanswered sessions the requeue policy offers again, and when. */
+  readonly #requeues = new Map<string, { tenant: string; at: number }>();
+  #refresh: NodeJS.Timeout | undefined;
   api: AgentApi | undefined;
-  /** Per mailbox: when the next new session may be released, and a chain that serialises releases. */
-  readonly #slots = new Map<string, { next: number; chain: Promise<unknown> }>();
+  #replies: ReplyTracker | undefined;
+  /** Per mailbox: the pause between new sessions, for new and re-offered ones alike. */
+  readonly #pacer: Pacer;
+  /** Per tenant and agent CallGem named: refusals so far (the first one is logged). */
+  readonly #refusals = new Map<string, number>();
   /** Session state writes, in the order the ACDs reported them. */
   #writes: Promise<unknown> = Promise.resolve();
   #tick: NodeJS.Timeout | undefined;
   readonly #js;
   readonly #now: () => number;
   /** Counters for the metrics work. */
-  readonly stats = { offered: 0, notOffered: 0, completed: 0, failed: 0 };
+  readonly stats = { offered: 0, notOffered: 0, completed: 0, failed: 0, unanswered: 0, requeued: 0, refused: 0 };
 
   constructor(private readonly o: BridgeOptions) {
     this.#sessions = new SessionStore(o.pool);
     this.#js = jetStreamOf(o.nc);
     this.#now = o.clock ?? Date.now;
+    this.#pacer = new Pacer(this.#now);
     const tenants: Record<string, TenantSettings> = {};
     for (const t of this.#tenants()) {
       tenants[t.id] = {
@@ -74,22 +95,55 @@ export class AsdBridge implements AgentActions {
     const problems = validateRouting({ tenants: this.#tenants() });
     if (problems.length) throw new RoutingConfigError(problems);
     const { nc, names, tenant } = this.o;
+    const kv = await openKv(nc, names.buckets.acdStatus, { replicas: this.o.config.nats.replicas });
     for (const t of this.#tenants()) {
+      const status = new AcdStatusReporter({ tenant: t.id, acd: t.acd.type, alertAfterSeconds: t.unanswered.alertAfterSeconds, kv, names, logger: this.o.logger, clock: this.#now });
+      this.#status.set(t.id, status);
       if (t.acd.type === "softdial") {
         const acd = t.acd;
         const adapter = new SoftdialAdapter({
           host: acd.host,
           port: acd.port,
           switchId: acd.switchId,
+          encoding: acd.encoding ?? (acd.port === 6500 ? "utf16le" : "ascii"),
+          causes: acd.causes,
+          ackTimeoutMs: acd.ackTimeoutSeconds * 1000,
+          ...(this.o.softdial?.heartbeatSeconds !== undefined ? { heartbeatSeconds: this.o.softdial.heartbeatSeconds } : {}),
+          ...(this.o.softdial?.backoff ? { backoff: this.o.softdial.backoff } : {}),
           ...(this.o.config.logs.path ? { transcriptDir: this.o.config.logs.path, transcriptPrefix: `softdial-${t.id}` } : {}),
           deliver: async (sessionId, agent) => this.#softdialDeliver(t, sessionId, agent),
+          // Re-offers after a reconnect or restart wait for the mailbox's pause like new sessions.
+          pace: async (offer, send) => void (await this.#pacer.run(`${t.id}/${offer.mailbox ?? ""}`, this.#pauseMs(t, offer.mailbox), send)),
           onEvent: (e) => this.#record(() => this.#onSoftdial(t.id, e)),
         });
         this.softdial.set(t.id, adapter);
       }
       if (t.acd.type === "webhook") {
-        const secret = await resolveSecret(t.acd.signingSecret, this.o.env ?? process.env);
-        this.#webhooks.set(t.id, { secret, client: new WebhookClient({ url: t.acd.url, secret, ...(this.o.webhookRetry ?? {}) }) });
+        const acd = t.acd;
+        const secret = await resolveSecret(acd.signingSecret, this.o.env ?? process.env);
+        const log = this.o.logger.child({ tenant: t.id, acd: "webhook" });
+        const dispatcher = new WebhookDispatcher({
+          url: acd.url,
+          secret,
+          concurrency: acd.concurrency,
+          initialDelayMs: acd.retry.initialDelaySeconds * 1000,
+          maxDelayMs: acd.retry.maxDelaySeconds * 1000,
+          timeoutMs: acd.retry.timeoutSeconds * 1000,
+          clock: this.#now,
+          pauseMs: (mailbox) => this.#pauseMs(t, mailbox),
+          onAccepted: (offer, attempts) => this.#record(() => this.#webhookAccepted(t, offer, attempts)),
+          onRefused: (offer, code) => this.#record(() => this.#unanswered(t.id, offer.sessionId, "refused", { status: code })),
+          onState: (state, error) => {
+            status.state(state, error);
+            if (state === "unreachable") {
+              this.o.metrics?.acdUnreachable(t.id, "webhook");
+              log.error({ problem: error?.message, held: dispatcher.backlog }, "the webhook ACD is unreachable; offers are held back until it answers");
+            } else log.info({ held: dispatcher.backlog }, "the webhook ACD answers again; held-back offers go out");
+          },
+          onFailure: (reason) => this.o.metrics?.acdOfferFailed(t.id, "webhook", reason),
+          onHeldBack: (n) => status.heldBack(n),
+        });
+        this.#webhooks.set(t.id, { secret, dispatcher });
       }
     }
     // Nothing to serve without agents or a webhook ACD; not binding the port then also keeps
@@ -97,21 +151,48 @@ export class AsdBridge implements AgentActions {
     const needed = this.#tenants().some((t) => t.agents.length > 0 || t.acd.type === "webhook");
     if (this.o.agentApi !== false && !needed) this.o.logger.info("agent API not started: no agents and no webhook ACD configured");
     if (this.o.agentApi !== false && needed) {
-      this.api = new AgentApi({ config: this.o.config, store: this.#sessions, actions: this, logger: this.o.logger.child({ component: "agent-api" }), host: this.o.config.agentApi.host, port: this.o.config.agentApi.port, ...(this.o.env ? { env: this.o.env } : {}) });
+      // Agents' replies are followed to their outcome (mail.sent / mail.send-failed) for the desktop.
+      this.#replies = new ReplyTracker({
+        nc,
+        names,
+        pool: this.o.pool,
+        logger: this.o.logger.child({ component: "replies" }),
+        onRefused: (r, subject, e) => void this.#refuseEvent(r, subject, e),
+        ...(tenant ? { tenant } : {}),
+      });
+      await this.#replies.start();
+      this.api = new AgentApi({
+        config: this.o.config,
+        store: this.#sessions,
+        actions: this,
+        logger: this.o.logger.child({ component: "agent-api" }),
+        host: this.o.config.agentApi.host,
+        port: this.o.config.agentApi.port,
+        replies: this.#replies,
+        html: new HtmlPool(this.o.html),
+        clock: this.#now,
+        audit: { record: (e) => recordAudit(this.o.pool, e), query: (q) => queryAudit(this.o.pool, q) },
+        ...(this.o.env ? { env: this.o.env } : {}),
+      });
       await this.api.start();
-      this.o.logger.info({ url: this.api.url }, "agent API listening");
+      this.o.logger.info({ url: this.api.url, allowedHosts: this.api.allowedHosts }, "agent API listening");
     }
     // After the API (webhook offers carry links to it), before new mail (so nothing is offered twice).
     await this.#restore();
     for (const a of this.softdial.values()) a.start();
-    this.#tick = setInterval(() => this.distributor.tick(), 250);
+    this.#tick = setInterval(() => {
+      this.distributor.tick();
+      this.#dueRequeues();
+    }, 250);
+    this.#refresh = setInterval(() => void this.#refreshStatus(), this.o.statusRefreshMs ?? 5000);
+    await this.#refreshStatus();
     this.#consumer = new DurableConsumer({
       nc,
       stream: names.streams.mail,
       durable: names.consumers.asdBridgeArchived(tenant),
       filterSubject: names.subjects.wildcard.mailArchived(tenant),
       schema: MailArchived,
-      handler: (e) => this.#onArchived(e),
+      handler: (e, msg) => this.#onArchived(e, msg.subject),
       // Several in hand so one mailbox's pause does not hold up another's.
       maxAckPending: 64,
       ackWaitMs: 5 * 60_000,
@@ -124,9 +205,38 @@ export class AsdBridge implements AgentActions {
   async stop(): Promise<void> {
     await this.#consumer?.stop();
     await this.api?.stop();
+    await this.#replies?.stop();
     clearInterval(this.#tick);
+    clearInterval(this.#refresh);
+    // Offers in flight are dropped, not lost: their sessions stay offered and the next start offers them again.
+    for (const w of this.#webhooks.values()) w.dispatcher.stop();
     for (const a of this.softdial.values()) await a.stop();
     await this.#writes.catch(() => undefined);
+    for (const st of this.#status.values()) {
+      st.state("stopped");
+      await st.flush();
+    }
+  }
+
+  /** Every tenant's ACD status as it is now (the metrics read it at scrape time). */
+  acdStatuses(): AcdStatus[] {
+    return [...this.#status.values()].map((s) => s.snapshot());
+  }
+
+  /** The reporter of a tenant's ACD status, for the adapters to report problems into. */
+  acdStatus(tenant: string): AcdStatusReporter | undefined {
+    return this.#status.get(tenant);
+  }
+
+  async #refreshStatus(): Promise<void> {
+    for (const [tenant, st] of this.#status) {
+      try {
+        const u = await this.#sessions.unansweredSummary(tenant);
+        st.unanswered(u.count, u.oldestAt);
+      } catch (error) {
+        this.o.logger.warn({ tenant, problem: (error as Error).message }, "unanswered sessions not counted");
+      }
+    }
   }
 
   /** Resolves when every state change reported so far is in PostgreSQL. */
@@ -138,37 +248,56 @@ export class AsdBridge implements AgentActions {
     return this.o.config.tenants.filter((t) => this.o.tenant === undefined || t.id === this.o.tenant);
   }
 
-  /** Puts sessions released before a restart back where they were: distributor queues, CallGem. */
+  /**
+   * Puts sessions released before a restart back where they were: distributor queues (also the
+   * ones the fallback policy handed there), CallGem, the webhook ACD; unanswered ones wait for
+   * their requeue time again.
+   */
   async #restore(): Promise<void> {
     for (const t of this.#tenants()) {
       for (const s of await this.#sessions.unfinished(t.id)) {
         const session = { sessionId: s.id, tenant: t.id, mailbox: s.mailbox, queue: s.queue, offeredAt: s.offered_at ?? new Date() };
-        if (t.acd.type === "builtin") {
+        if (s.state === "unanswered") {
+          // Interrupted between "unanswered" and its requeue or fallback: carried on now.
+          this.#requeues.set(s.id, { tenant: t.id, at: s.requeue_at?.getTime() ?? this.#now() });
+        } else if (t.acd.type === "builtin" || s.acd === "builtin") {
           if (s.state === "delivered" && s.agent) this.distributor.restoreDelivered(session, s.agent);
           else this.distributor.offer(session);
-        } else if (t.acd.type === "softdial" && s.state !== "delivered") {
+        } else if (t.acd.type === "softdial") {
+          // CallGem forgot every session with our old socket: each is offered again on connect,
+          // the ones an agent has with HE naming her (see the adapter).
           const offer = await this.#softdialOffer(t, s.id, s.mailbox);
-          if (offer) this.softdial.get(t.id)!.offer(offer);
-        } else if (t.acd.type === "webhook" && s.state === "offered") {
-          // Recorded as offered, but the POST may not have landed before the restart; the ACD
-          // dedupes on Idempotency-Key (the session id), so posting again is safe.
-          void this.#repost(t, s.id, s.queue);
+          if (offer && s.state === "delivered" && s.agent) this.softdial.get(t.id)!.restoreDelivered(offer, s.agent);
+          else if (offer) this.softdial.get(t.id)!.offer(offer, { offeredBefore: s.announced_at !== null });
+        } else if (t.acd.type === "webhook" && s.state === "offered" && s.announced_at === null) {
+          // Recorded as offered but never taken by the ACD (held back while it was down, or the
+          // process died before its 2xx was recorded): offered again. The ACD dedupes on
+          // Idempotency-Key (the session id) in case the last POST did land. One it took is not
+          // offered again: a restart must not double every open session at the ACD.
+          await this.#webhookEnqueue(t, s.id);
         }
       }
     }
   }
 
-  async #onArchived(e: MailArchived): Promise<Verdict> {
+  async #onArchived(e: MailArchived, subject: string): Promise<Verdict> {
+    // Defence in depth beside the bus permissions: the subject says whose email this is, and the
+    // payload (its tenant, mailbox and message row) must agree, or nothing is offered to anyone.
+    const refusal = checkSubject(this.o.names.subjects.mailArchived, subject, e) ?? (await checkArchivedMessage(this.o.pool, e));
+    if (refusal) return this.#refuseEvent(refusal, subject, e);
     const ref = findMailbox(this.o.config, e.tenant, e.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${e.tenant}/${e.mailbox} is not configured` };
-    const decision = route(ref.mailbox, e);
+    const decision = route(ref.mailbox, e, ref.tenant.classification);
     const log = this.o.logger.child({ tenant: e.tenant, mailbox: e.mailbox, messageKey: e.messageKey });
     if (!decision.offer) {
       this.stats.notOffered++;
       log.info({ rule: decision.rule }, "not offered to agents");
       return ack;
     }
-    const warnings = e.parseError ? [`The message could not be parsed (${e.parseError}); the original is in the archive.`] : [];
+    const warnings = [
+      ...(e.parseError ? [`The message could not be parsed (${e.parseError}); the original is in the archive.`] : []),
+      ...(decision.flag ? [decision.flag] : []),
+    ];
     const session = await this.#sessions.createOrGet({
       tenant: e.tenant,
       mailbox: e.mailbox,
@@ -181,19 +310,28 @@ export class AsdBridge implements AgentActions {
     });
     if (session.state !== "created") return ack; // offered before: a redelivery or a restart
 
-    const key = `${e.tenant}/${e.mailbox}`;
-    const slot = this.#slots.get(key) ?? { next: 0, chain: Promise.resolve() };
-    this.#slots.set(key, slot);
-    const release = slot.chain.then(async (): Promise<Verdict> => {
-      const wait = slot.next - this.#now();
-      if (wait > MAX_HELD_WAIT_MS) return { action: "retry", delayMs: wait, reason: "waiting for the pause between new sessions" };
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // A webhook tenant's dispatcher paces its POSTs itself (new, retried and held-back offers
+    // alike) without holding a worker while it waits; pacing here as well would cost two pauses.
+    if (ref.tenant.acd.type === "webhook") {
       await this.#offer(session.id, e, decision.queue, ref.tenant, warnings);
-      slot.next = this.#now() + ref.mailbox.offerPauseSeconds * 1000;
       return ack;
-    });
-    slot.chain = release.catch(() => undefined);
-    return release;
+    }
+    const turn = await this.#pacer.run(`${e.tenant}/${e.mailbox}`, ref.mailbox.offerPauseSeconds * 1000, () => this.#offer(session.id, e, decision.queue, ref.tenant, warnings), MAX_HELD_WAIT_MS);
+    if (!turn.ran) return { action: "retry", delayMs: turn.waitMs, reason: "waiting for the pause between new sessions" };
+    return ack;
+  }
+
+  /** Terminates an event the tenant guard refused: logged with both sides, counted, never retried or offered. */
+  #refuseEvent(r: EventRefusal, subject: string, e: { tenant: string; mailbox: string }): Verdict {
+    this.stats.refused++;
+    const tenant = r.addressed?.tenant ?? e.tenant;
+    this.o.metrics?.eventRefused(tenant, r.reason);
+    this.o.logger.error({ subject, named: `${e.tenant}/${e.mailbox}`, reason: r.reason, problem: r.detail }, "event refused: it names another tenant, mailbox or message than its subject");
+    return { action: "term", reason: r.detail };
+  }
+
+  #pauseMs(tenant: Tenant, mailbox: string | undefined): number {
+    return (tenant.mailboxes.find((m) => m.id === mailbox)?.offerPauseSeconds ?? 0) * 1000;
   }
 
   async #offer(sessionId: string, e: MailArchived, queue: string, tenant: Tenant, warnings: string[]): Promise<void> {
@@ -204,62 +342,135 @@ export class AsdBridge implements AgentActions {
     if (acd === "builtin") {
       this.distributor.offer({ sessionId, tenant: e.tenant, mailbox: e.mailbox, queue, offeredAt });
     } else if (acd === "softdial") {
+      // session.offered is published when the IC is on a live socket (the adapter's "offered"),
+      // not now: while CallGem is unreachable nothing has been offered yet.
       const offer = await this.#softdialOffer(tenant, sessionId, e.mailbox);
       if (offer) this.softdial.get(tenant.id)!.offer(offer);
+      return;
     } else {
-      const hook = this.#webhooks.get(tenant.id)!;
-      try {
-        await hook.client.post({
-          version: "v1",
-          type: "session.offered",
-          sessionId,
-          tenant: e.tenant,
-          mailbox: e.mailbox,
-          queue,
-          from: e.from,
-          subject: e.subject,
-          offeredAt: offeredAt.toISOString(),
-          emailUrl: this.#emailLink(tenant.id, sessionId, hook.secret),
-          warnings,
-        });
-      } catch (error) {
-        if (!(error instanceof WebhookDeliveryError)) throw error;
-        // Given up after the retries: visible as a failed session (still in the archive), not lost.
-        this.stats.failed++;
-        await this.#sessions.transition(sessionId, "failed", { reason: error.message, status: error.status, attempts: error.attempts });
-        this.o.logger.error({ tenant: e.tenant, mailbox: e.mailbox, sessionId, problem: error.message }, "the ACD did not take the session");
-        return;
-      }
+      // Handed to the dispatcher, not awaited: the POST (and its retries, for as long as the ACD
+      // is down) must not hold up this mailbox's next email. session.offered follows when the
+      // ACD takes it (#webhookAccepted).
+      await this.#webhookEnqueue(tenant, sessionId);
+      return;
     }
-    this.stats.offered++;
-    const event: SessionOffered = { version: "v1", sessionId, tenant: e.tenant, mailbox: e.mailbox, messageKey: e.messageKey, queue, acd, offeredAt: offeredAt.toISOString(), warnings };
-    await publishJson(this.#js, this.o.names.subjects.sessionOffered(e.tenant, e.mailbox), event, { msgId: `${sessionId}#offered` });
-    this.o.logger.info({ tenant: e.tenant, mailbox: e.mailbox, sessionId, queue }, "session offered");
+    await this.#publishOffered({ sessionId, tenant: e.tenant, mailbox: e.mailbox, messageKey: e.messageKey, queue, acd, offeredAt, warnings });
   }
 
-  async #repost(tenant: Tenant, sessionId: string, queue: string): Promise<void> {
+  async #publishOffered(s: { sessionId: string; tenant: string; mailbox: string; messageKey: string; queue: string; acd: Tenant["acd"]["type"]; offeredAt: Date; warnings: string[] }): Promise<void> {
+    // Announced once, whatever reconnects and restarts did in between.
+    if (!(await this.#sessions.markAnnounced(s.sessionId))) return;
+    this.stats.offered++;
+    const event: SessionOffered = { version: "v1", sessionId: s.sessionId, tenant: s.tenant, mailbox: s.mailbox, messageKey: s.messageKey, queue: s.queue, acd: s.acd, offeredAt: s.offeredAt.toISOString(), warnings: s.warnings };
+    await publishJson(this.#js, this.o.names.subjects.sessionOffered(s.tenant, s.mailbox), event, { msgId: `${s.sessionId}#offered` });
+    this.o.logger.info({ tenant: s.tenant, mailbox: s.mailbox, sessionId: s.sessionId, queue: s.queue }, "session offered");
+  }
+
+  /** The one place a webhook offer is built: from the session's row, for a first offer, a restart or a requeue. */
+  async #webhookOffer(tenant: Tenant, sessionId: string): Promise<WebhookOffer | undefined> {
     const hook = this.#webhooks.get(tenant.id)!;
     const row = await this.#sessions.forAgent(tenant.id, sessionId);
+    if (!row) return undefined;
+    return {
+      version: "v1",
+      type: "session.offered",
+      sessionId,
+      offerNumber: await this.#sessions.offerNumber(sessionId),
+      tenant: tenant.id,
+      mailbox: row.mailbox,
+      queue: row.queue,
+      from: row.from_address,
+      subject: row.subject,
+      offeredAt: (row.offered_at ?? new Date(this.#now())).toISOString(),
+      emailUrl: this.#emailLink(tenant.id, sessionId, hook.secret),
+      warnings: row.warnings,
+    };
+  }
+
+  async #webhookEnqueue(tenant: Tenant, sessionId: string): Promise<void> {
+    const offer = await this.#webhookOffer(tenant, sessionId);
+    if (offer) this.#webhooks.get(tenant.id)!.dispatcher.enqueue(offer);
+  }
+
+  /** The webhook ACD took an offer: session.offered is published the first time only (a requeue or restart re-offer is not a new session). */
+  async #webhookAccepted(tenant: Tenant, offer: WebhookOffer, attempts: number): Promise<void> {
+    const key = await this.o.pool.query<{ message_key: string }>("SELECT m.message_key FROM sessions s JOIN messages m ON m.id = s.message_id WHERE s.id = $1", [offer.sessionId]);
+    const row = key.rows[0];
     if (!row) return;
-    try {
-      await hook.client.post({
-        version: "v1",
-        type: "session.offered",
-        sessionId,
-        tenant: tenant.id,
-        mailbox: row.mailbox,
-        queue,
-        from: row.from_address,
-        subject: row.subject,
-        offeredAt: (row.offered_at ?? new Date()).toISOString(),
-        emailUrl: this.#emailLink(tenant.id, sessionId, hook.secret),
-        warnings: row.warnings,
-      });
-    } catch (error) {
-      this.stats.failed++;
-      await this.#sessions.transition(sessionId, "failed", { reason: (error as Error).message });
-      this.o.logger.error({ tenant: tenant.id, sessionId, problem: (error as Error).message }, "the ACD did not take the session");
+    if (attempts > 1) this.o.logger.info({ tenant: tenant.id, sessionId: offer.sessionId, attempts }, "the webhook ACD took the offer after retries");
+    await this.#publishOffered({ sessionId: offer.sessionId, tenant: tenant.id, mailbox: offer.mailbox, messageKey: row.message_key, queue: offer.queue, acd: "webhook", offeredAt: new Date(offer.offeredAt), warnings: offer.warnings });
+  }
+
+  // --- the unanswered policy -------------------------------------------------------------------
+
+  /**
+   * The ACD (CallGem, the webhook ACD or the built-in distributor) let a session go without an
+   * agent handling it. Never `completed`: it is recorded as unanswered (counted, shown in
+   * `postroom status` and the supervisor view, alerted on by age) and the tenant's policy decides:
+   * `requeue` offers it to the same ACD again after `requeueAfterSeconds`, `fallback` hands it to
+   * the built-in distributor's queue (the tenant's agents take it in the desktop), `close` ends it
+   * as `closed`. A session that has already ended is left alone.
+   */
+  async #unanswered(tenant: string, sessionId: string, reason: string, detail: Record<string, unknown> = {}): Promise<void> {
+    const t = this.#tenants().find((x) => x.id === tenant);
+    if (!t) return;
+    const policy = t.unanswered;
+    this.#webhooks.get(tenant)?.dispatcher.cancel(sessionId);
+    const requeueAt = policy.policy === "requeue" ? new Date(this.#now() + policy.requeueAfterSeconds * 1000) : null;
+    const recorded = await this.#sessions.markUnanswered(sessionId, { state: policy.policy === "close" ? "closed" : "unanswered", reason: reason.slice(0, 200), policy: policy.policy, requeueAt, detail });
+    if (!recorded) return;
+    const acd = await this.#acdOfSession(sessionId, t);
+    this.stats.unanswered++;
+    this.o.metrics?.sessionUnanswered(tenant, acd, reason, policy.policy);
+    this.o.logger.warn({ tenant, sessionId, acd, reason, policy: policy.policy, ...(requeueAt ? { requeueAt: requeueAt.toISOString() } : {}) }, "email unanswered: the ACD let it go without an agent");
+    if (policy.policy === "requeue") this.#requeues.set(sessionId, { tenant, at: requeueAt!.getTime() });
+    if (policy.policy === "fallback") await this.#fallback(t, sessionId);
+    const u = await this.#sessions.unansweredSummary(tenant);
+    this.#status.get(tenant)?.unanswered(u.count, u.oldestAt);
+  }
+
+  /** The ACD a session is with now: the tenant's, or the built-in distributor after a fallback. */
+  async #acdOfSession(sessionId: string, t: Tenant): Promise<string> {
+    const r = await this.o.pool.query<{ acd: string }>("SELECT acd FROM sessions WHERE id = $1", [sessionId]);
+    return r.rows[0]?.acd ?? t.acd.type;
+  }
+
+  /** The fallback policy: into the built-in distributor's queue, for the tenant's own agents. */
+  async #fallback(t: Tenant, sessionId: string): Promise<void> {
+    const row = (await this.o.pool.query<{ mailbox: string; queue: string }>("SELECT mailbox, queue FROM sessions WHERE id = $1", [sessionId])).rows[0];
+    if (!row) return;
+    const queue = t.unanswered.fallbackQueue ?? row.queue;
+    if (!(await this.#sessions.transition(sessionId, "offered", { fallback: true, queue, acd: "builtin" }, { queue, acd: "builtin" }))) return;
+    this.distributor.offer({ sessionId, tenant: t.id, mailbox: row.mailbox, queue, offeredAt: new Date(this.#now()) });
+  }
+
+  /** Requeues whose delay ran out: offered to the tenant's ACD again (or the fallback, if that is the policy now). */
+  #dueRequeues(): void {
+    const now = this.#now();
+    for (const [sessionId, r] of this.#requeues) {
+      if (r.at > now) continue;
+      this.#requeues.delete(sessionId);
+      this.#record(() => this.#reoffer(r.tenant, sessionId));
     }
+  }
+
+  async #reoffer(tenant: string, sessionId: string): Promise<void> {
+    const t = this.#tenants().find((x) => x.id === tenant);
+    const row = (await this.o.pool.query<{ state: string; mailbox: string; queue: string; acd: string }>("SELECT state, mailbox, queue, acd FROM sessions WHERE id = $1", [sessionId])).rows[0];
+    if (!t || row?.state !== "unanswered") return;
+    if (t.unanswered.policy === "fallback") return this.#fallback(t, sessionId);
+    const acd = row.acd === "builtin" ? "builtin" : t.acd.type;
+    if (!(await this.#sessions.transition(sessionId, "offered", { requeued: true, queue: row.queue, acd }))) return;
+    this.stats.requeued++;
+    this.o.logger.info({ tenant, sessionId, queue: row.queue, acd }, "unanswered email offered again");
+    if (acd === "webhook") return this.#webhookEnqueue(t, sessionId); // its dispatcher paces
+    const offer = acd === "softdial" ? await this.#softdialOffer(t, sessionId, row.mailbox) : undefined;
+    // A re-offer is a new session to the ACD: it waits for the mailbox's pause like one, without
+    // holding up the state writes queued behind this one.
+    void this.#pacer.run(`${tenant}/${row.mailbox}`, this.#pauseMs(t, row.mailbox), () => {
+      if (acd === "builtin") this.distributor.offer({ sessionId, tenant, mailbox: row.mailbox, queue: row.queue, offeredAt: new Date(this.#now()) });
+      else if (offer) this.softdial.get(tenant)!.offer(offer, { offeredBefore: true });
+    });
   }
 
   // --- state changes reported by the ACDs ------------------------------------------------------
@@ -287,6 +498,9 @@ export class AsdBridge implements AgentActions {
       case "timed-out":
         await s.transition(e.sessionId, "timed-out", { from: e.from, to: e.queue }, { queue: e.queue, agent: null });
         return;
+      case "unanswered":
+        await this.#unanswered(e.tenant, e.sessionId, e.reason, { queue: e.queue });
+        return;
       case "transferred":
         await s.transition(e.sessionId, "transferred", { from: e.from, to: e.to }, { agent: null, queue: e.queue });
         return;
@@ -299,51 +513,129 @@ export class AsdBridge implements AgentActions {
 
   async #onSoftdial(tenant: string, e: SoftdialEvent): Promise<void> {
     const s = this.#sessions;
+    const log = this.o.logger.child({ tenant, acd: "softdial" });
     switch (e.type) {
+      case "offered": {
+        if (e.reoffer || e.held) {
+          log.debug({ sessionId: e.sessionId, connection: e.connection, held: e.held }, "session offered again after a reconnect");
+          return;
+        }
+        const row = await s.forAgent(tenant, e.sessionId);
+        if (!row) return;
+        await this.#publishOffered({ sessionId: e.sessionId, tenant, mailbox: row.mailbox, messageKey: row.message_key, queue: row.queue, acd: "softdial", offeredAt: new Date(this.#now()), warnings: row.warnings });
+        return;
+      }
       case "queued":
         await s.transition(e.sessionId, "queued", { queue: e.queue, timeoutSeconds: e.timeoutSeconds }, { ...(e.queue ? { queue: e.queue } : {}), agent: null });
         return;
       case "queue-timeout":
-        await s.transition(e.sessionId, "timed-out", { queue: e.queue });
+        log.info({ sessionId: e.sessionId, queue: e.queue }, "queue timer ran out; QT sent");
         return;
       case "assigned":
         await s.transition(e.sessionId, "assigned", { endpoint: e.endpoint }, { agent: e.agent });
         await this.#published(e.sessionId, "assigned", e.agent, "", e.endpoint);
         return;
-      case "delivery-failed":
-        await s.transition(e.sessionId, "queued", { reason: e.reason, agent: e.agent }, { agent: null });
+      case "delivery-failed": {
+        this.o.metrics?.softdialRefusal(tenant, e.reason);
+        const key = `${tenant}\u0000${e.agent}\u0000${e.reason}`;
+        const n = (this.#refusals.get(key) ?? 0) + 1;
+        this.#refusals.set(key, n);
+        // Once per agent and reason: CallGem may offer the same agent again every second.
+        if (n === 1) log.warn({ sessionId: e.sessionId, agent: e.agent, reason: e.reason, problem: e.message }, "refused a CallGem transfer (TS RS2)");
+        if (e.reason === "unknown-agent") {
+          this.#acdProblem(tenant, {
+            kind: "unknown-agent",
+            subject: e.agent,
+            detail: `CallGem transfers sessions to agent ${e.agent}, who has no account in Postroom; each is refused (TS RS2) and stays queued`,
+            fix: `add agent ${e.agent} under tenants[${tenant}].agents, or remove the agent from the email queue in CallGem`,
+          });
+        }
+        if (e.reason !== "agent-busy" && e.reason !== "held-by-another-agent") await s.transition(e.sessionId, "queued", { reason: e.message, refusal: e.reason, agent: e.agent }, { agent: null });
+        return;
+      }
+      case "unanswered":
+        await this.#unanswered(tenant, e.sessionId, e.reason);
         return;
       case "completed":
+        // CallGem ended a session no agent had (CD after a queue timeout without overflow, an
+        // abandon): that is not a completed email.
+        if (e.agent === null) return this.#unanswered(tenant, e.sessionId, e.outcome);
         await s.transition(e.sessionId, "completed", { outcome: e.outcome }, { outcome: e.outcome });
         await this.#published(e.sessionId, "completed", e.agent, e.outcome);
         return;
       case "rejected":
-        this.o.logger.error({ tenant, sessionId: e.sessionId, code: e.code, problem: e.message }, "Softdial rejected a frame");
-        if (e.sessionId) await s.transition(e.sessionId, "failed", { code: e.code, message: e.message });
+        log.error({ sessionId: e.sessionId, code: e.code, frame: e.frame, problem: e.message }, "Softdial rejected a frame");
+        // Only a refused IC means CallGem never took the session; a refused TS, QT, ND or SD
+        // leaves the email where it is (with its agent, or in the queue). A refused IC is not the
+        // end of the email either: no agent had it, so it is unanswered (requeued, handed to the
+        // fallback queue or closed, by policy), and the refusal stands in the ACD status for an
+        // administrator, since the same IC will most likely be refused again until they act.
+        if (e.sessionId && e.frame === "IC") {
+          this.#acdProblem(tenant, {
+            kind: "rejected-offer",
+            subject: `ER ${e.code}`,
+            detail: `CallGem refused an IC with ER ${e.code}${e.message ? ` (${e.message})` : ""}`,
+            fix: "read the refused frame in the Softdial transcript (logs.path); ER 30 means the campaign does not exist in CallGem, ER 120 a session without SI and TN",
+          });
+          await this.#unanswered(tenant, e.sessionId, "rejected", { code: e.code, ...(e.message ? { message: e.message } : {}) });
+        }
+        return;
+      case "unacknowledged":
+        this.o.metrics?.softdialUnacknowledged(tenant, e.code);
+        log.error({ sessionId: e.sessionId, message: e.code, token: e.token, seconds: e.seconds }, "CallGem did not acknowledge a frame (no MV)");
+        this.#acdProblem(tenant, {
+          kind: "unacknowledged-frame",
+          subject: e.code,
+          detail: `CallGem did not acknowledge ${e.code} frames (MV for their TK) within ${e.seconds} s`,
+          fix: "check the controller's health and the network between asd-bridge and CallGem; the transcript in logs.path shows the frames",
+        });
         return;
       case "connected":
-        this.o.logger.info({ tenant, connection: e.connection, reoffered: e.reoffered }, "connected to Softdial CallGem");
+        this.#acdState(tenant, "connected");
+        log.info({ connection: e.connection, toReoffer: e.toReoffer, held: e.held }, "connected to Softdial CallGem");
+        return;
+      case "resynced":
+        log.info({ connection: e.connection, reoffered: e.reoffered, held: e.held }, "sessions offered again to Softdial CallGem after connecting");
         return;
       case "disconnected":
-        this.o.logger.warn({ tenant, connection: e.connection, reason: e.reason }, "Softdial connection lost; reconnecting");
+        this.#acdState(tenant, "connecting", { message: `Softdial CallGem connection lost (${e.reason})`, fix: "asd-bridge reconnects by itself; if it stays so, check the controller and acd.host/port" });
+        log.warn({ connection: e.connection, reason: e.reason }, "Softdial connection lost; reconnecting");
+        return;
+      case "connect-failed":
+        this.#acdState(tenant, "unreachable", { message: `cannot connect to Softdial CallGem (${e.reason})`, fix: "check that CallGem runs and that acd.host/acd.port name its media-layer port (6502 ASCII, 6500 UTF-16LE)" });
+        // Once, then every tenth attempt: the backoff tries for as long as it takes.
+        if (e.attempt === 1 || e.attempt % 10 === 0) log.error({ attempt: e.attempt, problem: e.reason, retryInMs: e.retryInMs }, "cannot connect to Softdial CallGem; sessions wait");
         return;
       default:
         return;
     }
   }
 
-  async #softdialDeliver(tenant: Tenant, sessionId: string, agent: string): Promise<boolean> {
-    // The agent CallGem chose must exist here, so that the desktop can show the email.
-    if (!tenant.agents.some((a) => a.id === agent)) return false;
-    await this.#writes;
-    return this.#sessions.transition(sessionId, "delivered", { via: "softdial" }, { agent });
+  /** A configuration or protocol problem for `postroom status` (the tenant's ACD status record). */
+  #acdProblem(tenant: string, p: { kind: string; subject: string; detail: string; fix: string }): void {
+    this.#status.get(tenant)?.problem(p);
   }
 
-  async #softdialOffer(tenant: Tenant, sessionId: string, mailboxId: string) {
+  /** The ACD's connection state for `postroom status`. */
+  #acdState(tenant: string, state: "connected" | "connecting" | "unreachable", error?: { message: string; fix: string }): void {
+    this.#status.get(tenant)?.state(state, error);
+  }
+
+  async #softdialDeliver(tenant: Tenant, sessionId: string, agent: string): Promise<DeliveryResult> {
+    // The agent CallGem chose must exist here, so that the desktop can show the email.
+    if (!tenant.agents.some((a) => a.id === agent)) return { refused: "unknown-agent", message: `agent ${agent} has no account in Postroom` };
+    await this.#writes;
+    if (await this.#sessions.transition(sessionId, "delivered", { via: "softdial" }, { agent })) return true;
+    return { refused: "delivery-error", message: "the session is no longer open" };
+  }
+
+  async #softdialOffer(tenant: Tenant, sessionId: string, mailboxId: string): Promise<SoftdialOffer | undefined> {
     const mailbox = tenant.mailboxes.find((m) => m.id === mailboxId);
     const row = await this.#sessions.forAgent(tenant.id, sessionId);
     if (!mailbox || !row) return undefined;
-    return { sessionId, from: row.from_address, to: mailbox.address, reference: `postroom ${tenant.id} ${sessionId} ${row.subject}`.slice(0, 1000) };
+    // DT: the reference (tenant and session id name the archived original, byte for byte) and
+    // the subject as a summary; the codec escapes and, past 128,000 characters, cuts it.
+    return { sessionId, mailbox: mailboxId, from: row.from_address ?? "", to: mailbox.address, reference: `postroom ${tenant.id} ${sessionId} ${row.subject ?? ""}` };
   }
 
   async #published(sessionId: string, kind: "assigned" | "completed", agent: string | null, detail: string, unique = ""): Promise<void> {
@@ -367,19 +659,24 @@ export class AsdBridge implements AgentActions {
     return this.o.config.tenants.find((t) => t.id === tenant)?.acd.type ?? "builtin";
   }
 
+  /** The built-in distributor holds the session: a built-in tenant's, or one the fallback policy handed over. */
+  #distributed(tenant: string, sessionId: string): boolean {
+    return this.#acdOf(tenant) === "builtin" || this.distributor.holder(sessionId)?.tenant === tenant;
+  }
+
   async accept(tenant: string, agent: string, sessionId: string): Promise<void> {
-    if (this.#acdOf(tenant) === "builtin") this.distributor.accept(tenant, agent, sessionId);
+    if (this.#distributed(tenant, sessionId)) this.distributor.accept(tenant, agent, sessionId);
     else await this.#sessions.transition(sessionId, "delivered", { via: "agent" }, { agent });
     await this.settled();
   }
 
   async close(tenant: string, agent: string, sessionId: string, outcome: string): Promise<void> {
-    const acd = this.#acdOf(tenant);
-    if (acd === "builtin") this.distributor.close(tenant, agent, sessionId, outcome);
+    if (this.#distributed(tenant, sessionId)) this.distributor.close(tenant, agent, sessionId, outcome);
     else {
       // The ACD learns of it (ND for Softdial; the webhook ACD reported or will report completion).
-      this.softdial.get(tenant)?.close(sessionId, outcome);
-      if (acd === "webhook") this.#record(async () => {
+      const softdial = this.softdial.get(tenant);
+      if (softdial?.has(sessionId)) softdial.close(sessionId, outcome);
+      else this.#record(async () => {
         await this.#sessions.transition(sessionId, "completed", { outcome, by: agent }, { outcome });
         await this.#published(sessionId, "completed", agent, outcome);
       });
@@ -388,7 +685,7 @@ export class AsdBridge implements AgentActions {
   }
 
   async transfer(tenant: string, agent: string, sessionId: string, to: { agent: string } | { queue: string }): Promise<void> {
-    if (this.#acdOf(tenant) !== "builtin") throw new DistributionError("transfers are made in the tenant's ACD", "unsupported");
+    if (!this.#distributed(tenant, sessionId)) throw new DistributionError("transfers are made in the tenant's ACD", "unsupported");
     this.distributor.transfer(tenant, agent, sessionId, to);
     await this.settled();
   }
@@ -409,6 +706,10 @@ export class AsdBridge implements AgentActions {
     return this.distributor.queues(tenant);
   }
 
+  supervisorAcd(tenant: string): AcdStatus | undefined {
+    return this.#status.get(tenant)?.snapshot();
+  }
+
   async send(command: SendRequested): Promise<void> {
     // An agent's reply continues the trace of the email it answers, though it starts from an HTTP request.
     const traceparent = command.sessionId ? await this.#sessions.traceparent(command.sessionId) : undefined;
@@ -424,23 +725,30 @@ export class AsdBridge implements AgentActions {
     if (!hook) return { status: 404, body: { error: "not found" } };
     const v = verify(hook.secret, headers, body, Math.floor(this.#now() / 1000));
     if (!v.ok) return { status: 401, body: { error: v.reason } };
-    let e: { eventId?: unknown; sessionId?: unknown; type?: unknown; agent?: unknown; queue?: unknown; outcome?: unknown };
+    let e: { eventId?: unknown; sessionId?: unknown; type?: unknown; agent?: unknown; queue?: unknown; outcome?: unknown; reason?: unknown };
     try {
       e = JSON.parse(body) as typeof e;
     } catch {
       return { status: 400, body: { error: "the body must be JSON" } };
     }
-    const types = ["assigned", "delivered", "transferred", "completed"] as const;
+    const types = ["assigned", "delivered", "transferred", "completed", "unanswered"] as const;
     if (typeof e.eventId !== "string" || !e.eventId || typeof e.sessionId !== "string" || !types.includes(e.type as (typeof types)[number])) {
-      return { status: 400, body: { error: "give eventId, sessionId and type (assigned, delivered, transferred or completed)" } };
+      return { status: 400, body: { error: "give eventId, sessionId and type (assigned, delivered, transferred, completed or unanswered)" } };
     }
     const session = await this.#sessions.forAgent(tenant, e.sessionId);
     if (!session) return { status: 404, body: { error: "no such session" } };
     const inserted = await this.o.pool.query("INSERT INTO acd_callbacks (tenant, event_id, session_id, kind) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", [tenant, e.eventId, e.sessionId, e.type]);
     if (!inserted.rowCount) return { status: 200, body: { duplicate: true } };
     const agent = typeof e.agent === "string" ? e.agent : undefined;
-    const type = e.type as SessionState & (typeof types)[number];
     const outcome = typeof e.outcome === "string" ? e.outcome : "completed";
+    // The ACD gave up on it (queue timeout, abandon), or closed it without any agent ever having
+    // it: the unanswered policy, never "completed".
+    if (e.type === "unanswered" || (e.type === "completed" && !agent && !session.agent)) {
+      const reason = typeof e.reason === "string" && e.reason ? e.reason : e.type === "completed" ? "closed-without-agent" : "no-agent";
+      await this.#unanswered(tenant, e.sessionId, reason, { via: "webhook", eventId: e.eventId, ...(e.type === "completed" ? { outcome } : {}) });
+      return { status: 200, body: { ok: true } };
+    }
+    const type = e.type as SessionState & (typeof types)[number];
     await this.#sessions.transition(e.sessionId, type, { via: "webhook", eventId: e.eventId }, {
       ...(type === "transferred" ? { agent: agent ?? null } : agent ? { agent } : {}),
       ...(type === "completed" ? { outcome } : {}),

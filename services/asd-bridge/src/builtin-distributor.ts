@@ -1,7 +1,7 @@
 /**
  * Postroom's own distributor for teams without an ACD: queues with agents, longest-idle agent
  * first, a per-agent limit, a reservation that lapses back to the queue, overflow after a queue
- * timeout, and transfers.
+ * timeout (or, without an overflow, an `unanswered` event for the bridge's policy), and transfers.
  *
  * It is a pure state machine over an injected clock: nothing here starts a timer. The owner
  * calls `tick()` (the bridge does every 250 ms) so that reservation and queue timeouts fire, and
@@ -24,6 +24,8 @@ export type DistributorEvent =
   | { type: "delivered"; sessionId: string; tenant: string; queue: string; agent: string }
   | { type: "reservation-expired"; sessionId: string; tenant: string; queue: string; agent: string }
   | { type: "timed-out"; sessionId: string; tenant: string; from: string; queue: string }
+  /** The queue's timeout ran out and it has no overflow: the session left the distributor; the bridge's unanswered policy decides. */
+  | { type: "unanswered"; sessionId: string; tenant: string; queue: string; reason: "queue-timeout" }
   | { type: "transferred"; sessionId: string; tenant: string; queue: string; from: string | null; to: { agent: string } | { queue: string } }
   | { type: "completed"; sessionId: string; tenant: string; queue: string; agent: string | null; outcome: string };
 
@@ -89,7 +91,7 @@ export class BuiltinDistributor {
   readonly #now: () => number;
   readonly #emit: (e: DistributorEvent) => void;
   /** Counters for the metrics work to read; no telemetry dependency here. */
-  readonly stats = { offered: 0, assigned: 0, reservationsExpired: 0, overflowed: 0, transferred: 0, completed: 0 };
+  readonly stats = { offered: 0, assigned: 0, reservationsExpired: 0, overflowed: 0, unanswered: 0, transferred: 0, completed: 0 };
 
   constructor(private readonly o: BuiltinDistributorOptions) {
     this.#now = o.clock ?? Date.now;
@@ -255,7 +257,15 @@ export class BuiltinDistributor {
     for (const s of this.#sessions.values()) {
       if (s.status !== "waiting" || s.forAgent) continue;
       const q = this.o.tenants[s.tenant]?.queues[s.queue];
-      if (q?.timeoutSeconds === undefined || !q.overflow || now - s.queuedAt < q.timeoutSeconds * 1000) continue;
+      if (q?.timeoutSeconds === undefined || now - s.queuedAt < q.timeoutSeconds * 1000) continue;
+      if (!q.overflow) {
+        // Nowhere to overflow to: not silently kept waiting forever, not closed either — the
+        // bridge applies the tenant's unanswered policy (requeue, fallback or close).
+        this.stats.unanswered++;
+        this.#sessions.delete(s.sessionId);
+        this.#emit({ type: "unanswered", sessionId: s.sessionId, tenant: s.tenant, queue: s.queue, reason: "queue-timeout" });
+        continue;
+      }
       this.stats.overflowed++;
       const from = s.queue;
       s.queue = q.overflow;

@@ -47,3 +47,53 @@ export function sanitizeEmailHtml(html: string, inline: (cid: string) => string 
     exclusiveFilter: (frame) => frame.tag === "img" && !/^(data:image\/|\/api\/)/i.test(frame.attribs.src ?? ""),
   });
 }
+
+/**
+ * A text rendering of HTML for an email without a text part whose HTML is not shown: scripts,
+ * styles and the head out, block ends as line breaks, tags out, the common entities decoded.
+ * Every step is linear — no nesting is tracked and no pattern can backtrack over the whole body —
+ * and only the first `maxChars` characters are read, so it is safe on the request path.
+ */
+export function htmlAsText(html: string, maxChars = 1_000_000): string {
+  const cut = html.length > maxChars;
+  const text = dropElements(html.slice(0, maxChars), ["script", "style", "head", "title"])
+    .replace(/<br\b[^>]*>|<\/(p|div|tr|li|h[1-6]|table)\s*>/gi, "\n")
+    .replace(/<\/t[dh]\s*>/gi, "\t")
+    .replace(/<[^>]*>?/g, "")
+    .replace(/&nbsp;/g, " ")
+    .replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">")
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, "&")
+    .split("\n")
+    .map((line) => line.trimEnd())
+    .join("\n")
+    .replace(/\n{3,}/g, "\n\n")
+    .trim();
+  return cut ? `${text}\n[…]` : text;
+}
+
+/** Removes each `<name …>…</name>` (an unclosed one to the end) in one pass over the text. */
+function dropElements(html: string, names: string[]): string {
+  const lower = html.toLowerCase();
+  // Next occurrence of each opening tag, found again only once the scan has passed it: linear.
+  const next = new Map(names.map((n) => [n, lower.indexOf(`<${n}`)]));
+  let out = "";
+  let at = 0;
+  for (;;) {
+    let start = -1;
+    let name = "";
+    for (const n of names) {
+      let i = next.get(n)!;
+      if (i !== -1 && i < at) next.set(n, (i = lower.indexOf(`<${n}`, at)));
+      if (i !== -1 && (start === -1 || i < start)) [start, name] = [i, n];
+    }
+    if (start === -1) return out + html.slice(at);
+    out += html.slice(at, start);
+    const end = lower.indexOf(`</${name}`, start);
+    if (end === -1) return out;
+    const close = lower.indexOf(">", end);
+    at = close === -1 ? html.length : close + 1;
+  }
+}

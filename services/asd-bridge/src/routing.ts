@@ -1,11 +1,13 @@
-import type { Mailbox } from "@postroom/config";
-import type { MailArchived } from "@postroom/contracts";
+import { classificationAction, ClassificationSettings, type Mailbox } from "@postroom/config";
+import type { Classification, MailArchived } from "@postroom/contracts";
 
 export interface RouteDecision {
   offer: boolean;
   queue: string;
   /** Which rule decided ("default" when none matched). */
   rule: string;
+  /** Shown to the agent with the session when the email is offered flagged (its classification and why). */
+  flag?: string;
 }
 
 type Match = { exact: string } | { domain: string } | { wildcard: string } | { regex: string };
@@ -24,23 +26,54 @@ function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
+const LABELS: Record<Classification, string> = {
+  human: "Human",
+  "auto-reply": "Automatic reply",
+  bounce: "Bounce (delivery failure report)",
+  bulk: "Mailing list or bulk mail",
+  loop: "Mail loop",
+};
+
 /**
- * Chooses the queue for an archived email: the first rule whose every condition matches wins;
- * automatic mail (auto-replies, bounces, loops) is not offered unless a rule or the mailbox says so.
+ * Chooses the queue for an archived email, and whether it is offered at all.
+ *
+ * The archiver's verdict decides first, through the tenant's `classification` actions (offer,
+ * flag = offer marked with the verdict, archive = never offered); the mailbox's legacy
+ * `offerAutomatic: true` turns "archive" into "flag" for auto-replies, bounces and loops. The
+ * event's own `offer` (false for history imports and what the loop breaker held back) always
+ * wins. Then the first rule whose every condition matches chooses the queue: a rule with `kind`
+ * matches that verdict only and its `offer` decides — the way to offer (or hold back) one kind
+ * deliberately; a rule without `kind` routes only mail the verdict lets through, so a rule for a
+ * customer's domain no longer offers that domain's auto-replies.
  */
-export function route(mailbox: Mailbox, mail: Pick<MailArchived, "from" | "to" | "cc" | "subject" | "flags" | "offer">): RouteDecision {
+export function route(
+  mailbox: Mailbox,
+  mail: Pick<MailArchived, "from" | "to" | "cc" | "subject" | "flags" | "offer"> & Partial<Pick<MailArchived, "classification" | "classificationReason">>,
+  settings: ClassificationSettings = ClassificationSettings.parse({}),
+): RouteDecision {
   const { routing } = mailbox;
-  const kind = mail.flags.bounce ? "bounce" : mail.flags.loop ? "loop" : mail.flags.autoReply ? "auto-reply" : undefined;
+  const kind: Classification = mail.classification ?? (mail.flags.bounce ? "bounce" : mail.flags.loop ? "loop" : mail.flags.autoReply ? "auto-reply" : "human");
+  let action = classificationAction(settings, kind);
+  if (action === "archive" && routing.offerAutomatic && kind !== "human" && kind !== "bulk") action = "flag";
+  const flag = kind === "human" ? undefined : `${LABELS[kind]}${mail.classificationReason ? `: ${mail.classificationReason}` : ""}`;
+  const flagged = (offer: boolean) => (offer && flag !== undefined && action !== "offer" ? { flag } : {});
   for (const [i, rule] of routing.rules.entries()) {
     if (rule.kind && rule.kind !== kind) continue;
+    if (!rule.kind && action === "archive") continue;
     if (rule.from && !matches(rule.from, [mail.from])) continue;
     if (rule.to && !matches(rule.to, mail.to)) continue;
     if (rule.cc && !matches(rule.cc, mail.cc)) continue;
     if (rule.subject && !matches(rule.subject, [mail.subject])) continue;
-    return { offer: mail.offer && rule.offer, queue: rule.queue ?? routing.defaultQueue, rule: rule.name ?? `rules[${i}]` };
+    const offer = mail.offer && rule.offer;
+    return { offer, queue: rule.queue ?? routing.defaultQueue, rule: rule.name ?? `rules[${i}]`, ...flagged(offer) };
   }
-  const automatic = kind !== undefined && !routing.offerAutomatic;
-  return { offer: mail.offer && !automatic, queue: routing.defaultQueue, rule: automatic ? `automatic mail (${kind})` : "default" };
+  const offer = mail.offer && action !== "archive";
+  return {
+    offer,
+    queue: routing.defaultQueue,
+    rule: action === "archive" ? `classification (${kind}): archive only` : mail.offer ? "default" : "not offered by the archiver",
+    ...flagged(offer),
+  };
 }
 
 /** A routing or queue setting that cannot work, with where it is in the config file. */
@@ -62,7 +95,7 @@ export class RoutingConfigError extends Error {
  * compile, a rule that matches nothing, a queue that no agent serves on a built-in tenant, an
  * overflow that points nowhere. The config schema has already checked the shape.
  */
-export function validateRouting(config: { tenants: { id: string; acd: { type: string }; agents: { id: string; queues: string[] }[]; queues?: { id: string; timeoutSeconds?: number | undefined; overflow?: string | undefined }[]; mailboxes: Mailbox[] }[] }): RoutingProblem[] {
+export function validateRouting(config: { tenants: { id: string; acd: { type: string }; agents: { id: string; queues: string[] }[]; queues?: { id: string; timeoutSeconds?: number | undefined; overflow?: string | undefined }[]; unanswered?: { policy: string; fallbackQueue?: string | undefined }; mailboxes: Mailbox[] }[] }): RoutingProblem[] {
   const problems: RoutingProblem[] = [];
   for (const [ti, tenant] of config.tenants.entries()) {
     const served = new Set(tenant.agents.flatMap((a) => a.queues));
@@ -70,6 +103,12 @@ export function validateRouting(config: { tenants: { id: string; acd: { type: st
     for (const [qi, q] of (tenant.queues ?? []).entries()) {
       if (q.overflow !== undefined && q.overflow === q.id) problems.push({ path: `tenants[${ti}].queues[${qi}].overflow`, problem: "a queue cannot overflow into itself" });
       if (q.overflow !== undefined && q.timeoutSeconds === undefined) problems.push({ path: `tenants[${ti}].queues[${qi}].timeoutSeconds`, problem: "an overflow queue needs timeoutSeconds" });
+    }
+    const u = tenant.unanswered;
+    if (u?.policy === "fallback" && tenant.agents.length === 0) {
+      problems.push({ path: `tenants[${ti}].unanswered.policy`, problem: "fallback hands unanswered emails to the built-in distributor, but the tenant has no agents to take them: add agents, or use requeue" });
+    } else if (u?.policy === "fallback" && u.fallbackQueue !== undefined && !served.has(u.fallbackQueue)) {
+      problems.push({ path: `tenants[${ti}].unanswered.fallbackQueue`, problem: `queue "${u.fallbackQueue}" is served by no agent: unanswered emails would wait there forever` });
     }
     for (const [mi, mailbox] of tenant.mailboxes.entries()) {
       const base = `tenants[${ti}].mailboxes[${mi}].routing`;

@@ -31,13 +31,12 @@ before(async () => {
       tenants: [
         {
           id: "acme",
-          acd: { type: "webhook", url: acdUrl, signingSecret: "env:ACD_SECRET" },
+          acd: { type: "webhook", url: acdUrl, signingSecret: "env:ACD_SECRET", retry: { initialDelaySeconds: 0.1, maxDelaySeconds: 0.4, timeoutSeconds: 5 } },
           mailboxes: [{ id: "support", address: "support@acme.test", inbound: { protocol: "imap", host: "127.0.0.1", port: 143, tls: "none" }, auth: { type: "password", password: "env:UNUSED" } }],
         },
       ],
     }),
     { ACD_SECRET: SECRET },
-    { webhookRetry: { attempts: 5, initialDelayMs: 100, maxDelayMs: 400 } },
   );
   await h.bridge.start();
 });
@@ -108,20 +107,30 @@ test("a signed callback is applied once; a replayed one is ignored; stale or uns
   assert.deepEqual(history.rows.map((r) => r.state), ["created", "offered", "assigned", "completed"]);
 });
 
-test("after a restart, a session recorded as offered is POSTed again with the same idempotency key", async () => {
+test("after a restart, a session the ACD never took is POSTed again with the same idempotency key; one it took is not", async () => {
+  const offeredAndPosted = async (messageId: string) =>
+    waitFor(async () => {
+      const r = await h.sessionOf(messageId);
+      return r?.state === "offered" && received.some((x) => x.headers["idempotency-key"] === r.id) ? r : undefined;
+    }, { timeoutMs: 15_000, what: "offered and posted" });
+  const taken = await offeredAndPosted((await h.deliver("acme", "support", { subject: "Taken before the crash" })).messageId);
   const { messageId } = await h.deliver("acme", "support", { subject: "Crash in between" });
-  const s = await waitFor(async () => {
-    const r = await h.sessionOf(messageId);
-    return r?.state === "offered" && received.some((x) => x.headers["idempotency-key"] === r.id) ? r : undefined;
-  }, { timeoutMs: 15_000, what: "offered and posted" });
+  const s = await offeredAndPosted(messageId);
+  await waitFor(async () => (await h.pool.query("SELECT 1 FROM sessions WHERE id = $1 AND announced_at IS NOT NULL", [s.id])).rowCount === 1, { timeoutMs: 10_000, what: "the ACD's answer recorded" });
   await h.bridge.stop();
-  const before = received.filter((x) => x.headers["idempotency-key"] === s.id).length;
-  // The crash this stands for: "offered" committed, the POST never made it (or its answer was lost).
+  const count = (id: string) => received.filter((x) => x.headers["idempotency-key"] === id).length;
+  const before = { taken: count(taken.id), crashed: count(s.id) };
+  // The crash this stands for: "offered" committed, the POST sent, its 2xx never recorded.
+  await h.pool.query("UPDATE sessions SET announced_at = NULL WHERE id = $1", [s.id]);
   await h.restart();
-  await waitFor(() => received.filter((x) => x.headers["idempotency-key"] === s.id).length === before + 1, { timeoutMs: 10_000, what: "posted again" });
-  const again = JSON.parse(received.at(-1)!.body) as { sessionId: string; emailUrl: string };
+  await waitFor(() => count(s.id) === before.crashed + 1, { timeoutMs: 10_000, what: "posted again" });
+  const again = JSON.parse(received.filter((x) => x.headers["idempotency-key"] === s.id).at(-1)!.body) as { sessionId: string; emailUrl: string };
   assert.equal(again.sessionId, s.id);
   assert.equal((await fetch(again.emailUrl)).status, 200, "the link points at the running API");
+  // A new email after the restart is offered after anything the restart offered again (oldest first).
+  const later = await offeredAndPosted((await h.deliver("acme", "support", { subject: "After the restart" })).messageId);
+  assert.ok(later.id);
+  assert.equal(count(taken.id), before.taken, "the session the ACD had taken is not offered twice");
   const sessions = await h.pool.query("SELECT 1 FROM sessions WHERE message_id = $1", [messageId]);
   assert.equal(sessions.rowCount, 1);
 });

@@ -1,5 +1,5 @@
 import { ReplicaHeartbeat, leaseKey, replicaKey, replicaKeys, type MailboxLease } from "@postroom/contracts";
-import type { KV } from "@postroom/nats-kit";
+import { liveKeys, type KV } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 
 /** A mailbox this replica may poll. */
@@ -198,7 +198,7 @@ export class LeaseManager {
       }
       const replicas = await this.#liveReplicas();
       const taken = new Set<string>();
-      for await (const k of await withDeadline(kv.keys("lease.>"), deadline, "lease list")) taken.add(k);
+      for (const k of await withDeadline(liveKeys(kv, "lease.>"), deadline, "lease list")) taken.add(k);
       const targets = new Map(this.o.targets.map((t) => [leaseKey(t.tenant, t.mailbox), t]));
       const plan = planLeases({ replica: this.o.replica, targets: [...targets.keys()], owned: [...this.#held.keys()], taken, replicas });
       for (const key of plan.release) await this.#release(key);
@@ -245,7 +245,7 @@ export class LeaseManager {
   async #liveReplicas(): Promise<number> {
     const mine = new Set(this.o.targets.map((t) => t.tenant));
     let count = 0;
-    for await (const key of await withDeadline(this.o.kv.keys(replicaKeys), this.#timing.renewEveryMs, "replica list")) {
+    for (const key of await withDeadline(liveKeys(this.o.kv, replicaKeys), this.#timing.renewEveryMs, "replica list")) {
       if (key === replicaKey(this.o.replica)) continue;
       const entry = await this.o.kv.get(key).catch(() => null);
       if (!entry?.value.length) continue;

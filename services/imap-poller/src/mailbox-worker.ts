@@ -1,11 +1,12 @@
 import type { Mailbox, Tenant } from "@postroom/config";
 import type { MailArchived} from "@postroom/contracts";
-import { messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import type {
   DurableConsumer} from "@postroom/nats-kit";
 import {
   ack,
-  publishJson,
+  ContiguousPrefix,
+  PublishWindow,
   type CredentialClient,
   type JetStreamClient,
   type KV,
@@ -14,12 +15,21 @@ import {
   type Verdict,
 } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
+import { createHash } from "node:crypto";
 import { ImapFlow, type FetchMessageObject } from "imapflow";
 import { commitConsumer } from "./commit-consumer.js";
 import { ingestPausedReason, Recovery } from "./recovery.js";
 import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
 import { withDeadline } from "./lease.js";
 import { storeRaw } from "./raw-store.js";
+import { IndexBatch } from "./index-batch.js";
+
+/** Messages in the first page of a check; later pages are sized from what the previous held. */
+const FIRST_PAGE = 32;
+const MIN_PAGE = 4;
+const MAX_PAGE = 200;
+/** Inline bytes a page aims at (the poller holds one page's bodies at a time). */
+const PAGE_BYTES = 8 * 1024 * 1024;
 
 export interface MailboxWorkerOptions {
   nc: NatsConnection;
@@ -116,11 +126,14 @@ export class MailboxWorker implements Worker {
       published: 0,
     };
     const folder = Buffer.from(o.mailbox.inbound.folder).toString("base64url") || "_";
+    this.#window = new PublishWindow({ js: o.js, max: 64, timeoutMs: o.timeoutMs ?? 30_000 });
     this.#index = new IngestedIndex(o.ingested, `${o.names.mailboxKey(o.tenant.id, o.mailbox.id)}.${folder}`);
   }
 
   readonly #index: IngestedIndex;
   #aborted = false;
+  /** Pipelined `mail.received` publishes (a bounded number unacknowledged at once). */
+  #window!: PublishWindow;
 
   get status(): MailboxStatus {
     return this.#status;
@@ -291,60 +304,122 @@ export class MailboxWorker implements Worker {
     const found = await this.#op(client, client.search({ uid: `${cursor.lastUid + 1}:*` }, { uid: true }), "UID SEARCH");
     const uids = (found || []).filter((u) => u > cursor.lastUid).sort((a, b) => a - b);
     this.#status.backlog = uids.length;
-    // Pages of metadata (one FETCH per 200 messages); bodies one by one, streamed. The cursor is
-    // saved at least every second and after each page: a crash re-reads at most that much, and
-    // what it re-publishes carries the same message id (a duplicate, never a loss).
+    if (uids.length === 0) {
+      this.#status.lastCheckAt = new Date().toISOString();
+      return;
+    }
+    // The backlog is in the status as soon as it is known, not only at the first heartbeat: a
+    // fast run through a few hundred messages would otherwise never show one.
+    await this.#setState("polling");
+    // One UID FETCH per page: metadata and, for every message, its first INLINE_RAW_MAX_BYTES
+    // (BODY.PEEK, so reading never marks it) — the whole message for all but the large ones, which
+    // are then streamed through the object store. The events go out through a window of
+    // unacknowledged publishes; the cursor moves only over the contiguous prefix of UIDs whose
+    // event was stored and whose index entry was written, so a crash re-reads from the first
+    // gap and re-publishes under the same message ids (a duplicate, never a loss).
+    const prefix = new ContiguousPrefix<number>(cursor.lastUid);
+    const batch = new IndexBatch(this.#index);
+    let failure: unknown;
     let savedAt = Date.now();
-    for (let i = 0; i < uids.length; i += 200) {
-      const page = uids.slice(i, i + 200);
-      const metas = new Map<number, FetchMessageObject>();
-      const fetched = await this.#op(client, client.fetchAll(page.join(","), { uid: true, internalDate: true, size: true, envelope: true }, { uid: true }), "UID FETCH");
-      for (const m of fetched) if (m.uid) metas.set(m.uid, m);
-      for (const uid of page) {
-        if (this.#stopped) return;
-        const meta = metas.get(uid);
-        if (meta) await this.#ingest(client, cursor, uid, meta); // absent: expunged since SEARCH
-        cursor.lastUid = uid;
-        this.#status.backlog--;
+    const save = async () => {
+      cursor.lastUid = prefix.done ?? cursor.lastUid;
+      await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
+      savedAt = Date.now();
+    };
+    let pageSize = FIRST_PAGE;
+    try {
+      for (let i = 0; i < uids.length && !this.#stopped; ) {
+        const page = uids.slice(i, i + pageSize);
+        i += page.length;
+        const fetched = await this.#op(
+          client,
+          client.fetchAll(page.join(","), { uid: true, internalDate: true, size: true, envelope: true, source: { maxLength: INLINE_RAW_MAX_BYTES } }, { uid: true }),
+          "UID FETCH",
+        );
+        const byUid = new Map<number, FetchMessageObject>();
+        let pageBytes = 0;
+        for (const m of fetched) {
+          if (!m.uid) continue;
+          byUid.set(m.uid, m);
+          pageBytes += Math.min(m.size ?? 0, INLINE_RAW_MAX_BYTES);
+        }
+        // Next page sized so its inline bytes stay near PAGE_BYTES: small mail in pages of 200,
+        // a run of half-megabyte messages in pages of a few (the poller's memory stays bounded).
+        const average = fetched.length > 0 ? pageBytes / fetched.length : 0;
+        pageSize = Math.max(MIN_PAGE, Math.min(MAX_PAGE, Math.floor(PAGE_BYTES / Math.max(average, 1))));
+        for (const uid of page) {
+          if (this.#stopped || this.#window.failure !== undefined) break;
+          const done = prefix.add(uid);
+          const meta = byUid.get(uid);
+          if (!meta) {
+            done(); // expunged since SEARCH
+          } else {
+            await this.#ingest(client, cursor, uid, meta, batch, done);
+          }
+          this.#status.backlog--;
+        }
+        byUid.clear();
+        await batch.write();
         if (Date.now() - savedAt > 1000) {
-          await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
-          savedAt = Date.now();
+          await save();
           // A heartbeat while working through a backlog, so status readers see progress.
           await this.#setState("polling");
         }
+        if (this.#window.failure !== undefined) break;
       }
-      await this.o.cursors.put(this.#cursorKey(), JSON.stringify(cursor));
-      savedAt = Date.now();
+      await this.#window.flush();
+    } catch (error) {
+      failure = error;
+      await this.#window.flush().catch(() => undefined);
     }
+    // What was stored before a failure is indexed and covered by the cursor all the same.
+    await batch.write().catch((error: unknown) => (failure ??= error));
+    await save();
+    if (failure !== undefined) throw failure;
     this.#status.lastCheckAt = new Date().toISOString();
   }
 
-  async #ingest(client: ImapFlow, cursor: Cursor, uid: number, meta: FetchMessageObject): Promise<void> {
+  async #ingest(client: ImapFlow, cursor: Cursor, uid: number, meta: FetchMessageObject, batch: IndexBatch, done: () => void): Promise<void> {
     const { tenant, mailbox, names } = this.o;
     const source: SourceKey = { protocol: "imap", tenant: tenant.id, mailbox: mailbox.id, folder: mailbox.inbound.folder, uidValidity: cursor.uidValidity, uid };
     const key = messageKey(source);
-    // BODY.PEEK: reading never marks the message; large messages arrive in chunks.
-    // 1 MB partial fetches: imapflow's default 64 KB made a 40 MB message take 640 round trips
-    // (about a minute against Dovecot); a megabyte per chunk keeps memory small all the same.
-    const download = await this.#op(client, client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }), "UID FETCH BODY.PEEK[]");
-    if (!download?.content) return;
-    const raw = await storeRaw(this.o.rawStore, key, download.content, this.o.timeoutMs ?? 30_000);
+    let raw: { size: number; sha256: string };
+    let inline: Buffer | undefined;
+    const head = meta.source;
+    if (head && meta.size !== undefined && head.length === meta.size && meta.size <= INLINE_RAW_MAX_BYTES) {
+      inline = head;
+      raw = { size: head.length, sha256: createHash("sha256").update(head).digest("hex") };
+    } else {
+      // Large: BODY.PEEK in 1 MB partial fetches (imapflow's default 64 KB made a 40 MB message
+      // take 640 round trips), streamed into the object store in ~1 MB chunks, never whole in memory.
+      const download = await this.#op(client, client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }), "UID FETCH BODY.PEEK[]");
+      if (!download?.content) {
+        done();
+        return;
+      }
+      raw = await storeRaw(this.o.rawStore, key, download.content, this.o.timeoutMs ?? 30_000);
+    }
     const internalDate = meta.internalDate instanceof Date ? meta.internalDate : new Date(meta.internalDate ?? Date.now());
     const fp = fingerprint(meta.envelope?.messageId, raw.sha256);
     let offer = uid > cursor.historyUntil;
     if (cursor.remap) {
+      // Re-mapping (rare): one message at a time, each decision against what the index says now.
+      await this.#window.flush();
+      await batch.write();
       const decision = remapDecision(await this.#index.entries(fp), key, cursor.uidValidity);
       if (decision !== "new") {
         await this.#index.add(fp, { key, uidValidity: cursor.uidValidity });
-        await this.o.rawStore.delete(key).catch(() => undefined);
+        if (!inline) await this.o.rawStore.delete(key).catch(() => undefined);
         this.#log.info({ uid, decision }, "message re-mapped after UIDVALIDITY change; not offered again");
+        done();
         return;
       }
       // Never published before. Mail older than this mailbox's first start was left alone by
       // "from-now" (skip it again) or archived as history by "import-history" (not offered).
       if (cursor.firstStartAt && internalDate.getTime() < cursor.firstStartAt) {
         if (mailbox.inbound.firstStart === "from-now") {
-          await this.o.rawStore.delete(key).catch(() => undefined);
+          if (!inline) await this.o.rawStore.delete(key).catch(() => undefined);
+          done();
           return;
         }
         offer = false;
@@ -359,14 +434,21 @@ export class MailboxWorker implements Worker {
       fetchedAt: new Date().toISOString(),
       offer,
       oversize: raw.size > mailbox.inbound.maxMessageBytes,
+      ...(inline ? { rawInline: inline.toString("base64") } : {}),
     };
-    await publishJson(this.o.js, names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key });
-    // Recorded after publishing: a crash in between re-publishes under the same key (a duplicate
-    // every consumer recognises), never skips.
-    await this.#index.add(fp, { key, uidValidity: cursor.uidValidity });
-    this.#status.lastMessageAt = event.fetchedAt;
-    this.#status.published = (this.#status.published ?? 0) + 1;
-    this.#log.info({ uid, size: raw.size, offer: event.offer }, "message published");
+    // Indexed after it is stored: a crash in between re-publishes under the same key (a duplicate
+    // every consumer recognises), never skips. The UID counts as done once its entry is written.
+    // A failed publish is reported by the window's flush.
+    await this.#window.send(names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key }, () => {
+      batch.add(fp, { key, uidValidity: cursor.uidValidity }, done);
+      this.#status.lastMessageAt = event.fetchedAt;
+      this.#status.published = (this.#status.published ?? 0) + 1;
+      this.#log.info({ uid, size: raw.size, offer: event.offer }, "message published");
+    });
+    if (cursor.remap) {
+      await this.#window.flush();
+      await batch.write();
+    }
   }
 
   /** The commit point: runs once the archiver has stored the message. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, test } from "node:test";
 import { startDovecot, type DovecotServer } from "@postroom/testkit";
-import { Pop3Client, Pop3Error } from "./pop3-client.js";
+import { DotUnstuffer, Pop3Client, Pop3Error, ServerLineEnd } from "./pop3-client.js";
 
 const USER = "pop@example.test";
 const PASSWORD = "pop pass: with spaces";
@@ -106,3 +106,86 @@ async function countMessages(): Promise<number> {
   const out = await dovecot.doveadm(["mailbox", "status", "-u", USER, "messages", "INBOX"]);
   return Number(/messages=(\d+)/.exec(out)?.[1]);
 }
+
+test("dot-unstuffing gives the same bytes wherever the chunks are cut, and stops at the terminating line", () => {
+  const message = Buffer.from(".starts with a dot\r\nplain\r\n..two\r\n.\r\r\n...\r\nend.\r\n. \r\nlast\r\n");
+  const stuffed = Buffer.concat([
+    Buffer.from(message.toString("latin1").replace(/^\./gm, "..")),
+    Buffer.from(".\r\n+OK next reply\r\n"),
+  ]);
+  const check = (chunks: Buffer[]) => {
+    const u = new DotUnstuffer();
+    const got: Buffer[] = [];
+    let rest: Buffer | undefined;
+    for (const c of chunks) {
+      assert.equal(rest, undefined, "nothing is fed after the end");
+      const r = u.feed(c);
+      got.push(...r.parts);
+      rest = r.rest;
+    }
+    assert.equal(Buffer.concat(got).toString("latin1"), message.toString("latin1"), `cut at ${chunks.map((c) => c.length).join("+")}`);
+    assert.equal(rest?.toString("latin1"), "+OK next reply\r\n");
+  };
+  for (let i = 1; i < stuffed.length - 18; i++) {
+    for (let j = i + 1; j <= stuffed.length - 18; j++) {
+      check([stuffed.subarray(0, i), stuffed.subarray(i, j), stuffed.subarray(j)]);
+    }
+  }
+  // One byte at a time too.
+  const u = new DotUnstuffer();
+  const got: Buffer[] = [];
+  let rest: Buffer | undefined;
+  for (let i = 0; i < stuffed.length && rest === undefined; i++) {
+    const r = u.feed(stuffed.subarray(i, i + 1));
+    got.push(...r.parts);
+    rest = r.rest;
+  }
+  assert.equal(Buffer.concat(got).toString("latin1"), message.toString("latin1"));
+  assert.equal(rest?.length, 0, "the terminator was the last byte fed");
+});
+
+test("a message without a final line break comes out of RETR as it was stored: the CRLF Dovecot adds is dropped by its LIST size", async () => {
+  const cut = Buffer.from(`From: a@example.test\r\nTo: ${USER}\r\nSubject: cut off\r\nMessage-ID: <cut@example.test>\r\n\r\nbase64 that stops mid-li`);
+  const whole = Buffer.from(`From: a@example.test\r\nTo: ${USER}\r\nSubject: whole\r\nMessage-ID: <whole@example.test>\r\n\r\nends with a line break\r\n`);
+  await dovecot.appendMessage(USER, cut);
+  await dovecot.appendMessage(USER, whole);
+  const c = client();
+  await c.connect();
+  await c.login(USER, PASSWORD);
+  const listing = await c.listing();
+  const byId = async (id: string) => {
+    for (const m of listing) {
+      const bytes = await read(await c.retr(m.n, m.size));
+      if (bytes.includes(id)) return { bytes, m, plain: await read(await c.retr(m.n)) };
+    }
+    throw new Error(`${id} not in the mailbox`);
+  };
+  const a = await byId("<cut@example.test>");
+  assert.equal(a.m.size, cut.length, "LIST gives the stored size");
+  assert.equal(a.plain.length, cut.length + 2, "RETR alone gives two bytes more (the server's CRLF)");
+  assert.ok(a.bytes.equals(cut), "with the listed size: exactly what was stored");
+  const b = await byId("<whole@example.test>");
+  assert.ok(b.bytes.equals(whole), "a message that ends with CRLF keeps it");
+  await c.quit();
+});
+
+test("the server's line end is dropped wherever the chunks are cut, and only when it is exactly the two extra bytes", () => {
+  const run = (size: number | undefined, chunks: Buffer[]) => {
+    const t = new ServerLineEnd(size);
+    const out = chunks.flatMap((c) => t.pass([c]));
+    return Buffer.concat([...out, ...t.end()]).toString("latin1");
+  };
+  const body = "line one\r\nno end";
+  const sent = Buffer.from(`${body}\r\n`);
+  for (let i = 0; i <= sent.length; i++) {
+    for (let j = i; j <= sent.length; j++) {
+      const chunks = [sent.subarray(0, i), sent.subarray(i, j), sent.subarray(j)];
+      assert.equal(run(body.length, chunks), body, `cut at ${i}/${j}`);
+      assert.equal(run(sent.length, chunks), `${body}\r\n`, `a message listed with its CRLF keeps it (cut at ${i}/${j})`);
+      assert.equal(run(undefined, chunks), `${body}\r\n`, "without a listed size nothing is dropped");
+    }
+  }
+  assert.equal(run(body.length - 1, [sent]), `${body}\r\n`, "a size off by other than two drops nothing");
+  const lf = Buffer.from("ends in a bare LF\n\n");
+  assert.equal(run(lf.length - 2, [lf]), "ends in a bare LF\n\n", "only CRLF is the server's");
+});

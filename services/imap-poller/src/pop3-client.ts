@@ -44,6 +44,102 @@ export interface Pop3Listing {
 }
 
 const CRLF = Buffer.from("\r\n");
+const LF_DOT = Buffer.from("\n.");
+const EMPTY: Buffer = Buffer.alloc(0);
+
+/**
+ * Drops the CRLF a POP3 server adds after a message that does not end with a line break. A
+ * multi-line reply must end its last line with CRLF before the terminating "." (RFC 1939 §3), so
+ * such a message (a cut-off download, say) comes out of RETR two bytes longer than it is; LIST
+ * gives its true size (Dovecot: 53 listed, 55 retrieved). When exactly those two extra bytes
+ * arrive and they are CRLF, they are the server's and are dropped; otherwise every byte passes.
+ * The last two bytes are held back until the end to tell, as views of the input (no copies).
+ */
+export class ServerLineEnd {
+  #held: Buffer[] = [];
+  #passed = 0;
+
+  constructor(private readonly listedSize: number | undefined) {}
+
+  /** The parts that can go on now; the final two bytes so far stay held. */
+  pass(parts: Buffer[]): Buffer[] {
+    if (this.listedSize === undefined) return parts;
+    const all = [...this.#held, ...parts];
+    this.#held = [];
+    let keep = 2;
+    let cut = all.length;
+    while (cut > 0 && keep > 0) {
+      const b = all[cut - 1]!;
+      if (b.length <= keep) {
+        this.#held.unshift(b);
+        keep -= b.length;
+        cut--;
+      } else {
+        this.#held.unshift(b.subarray(b.length - keep));
+        all[cut - 1] = b.subarray(0, b.length - keep);
+        keep = 0;
+      }
+    }
+    const out = all.slice(0, cut).filter((b) => b.length > 0);
+    for (const b of out) this.#passed += b.length;
+    return out;
+  }
+
+  /** What is left at the end of the reply: the held bytes, unless they are the server's CRLF. */
+  end(): Buffer[] {
+    const held = Buffer.concat(this.#held);
+    this.#held = [];
+    if (this.listedSize !== undefined && this.#passed + held.length === this.listedSize + 2 && held.equals(CRLF)) return [];
+    return held.length > 0 ? [held] : [];
+  }
+}
+
+/**
+ * Undoes POP3's dot-stuffing on a multi-line reply as it streams in (RFC 1939 §3): a line that
+ * starts with "." has one dot removed, and a line of just "." ends the reply. The output parts are
+ * views of the input chunks, not copies — a 40 MB message flows through without being copied line
+ * by line — and only a dot at a chunk's very end waits for the next chunk to tell what it is.
+ */
+export class DotUnstuffer {
+  #atLineStart = true;
+  #carry = EMPTY;
+
+  /** `rest`, once set, is what followed the terminating line (the reply is complete). */
+  feed(chunk: Buffer): { parts: Buffer[]; rest?: Buffer } {
+    const b = this.#carry.length ? Buffer.concat([this.#carry, chunk]) : chunk;
+    this.#carry = EMPTY;
+    const parts: Buffer[] = [];
+    const emit = (from: number, to: number) => {
+      if (to > from) parts.push(b.subarray(from, to));
+    };
+    const nextDotLine = (from: number) => {
+      const i = b.indexOf(LF_DOT, from);
+      return i < 0 ? -1 : i + 1;
+    };
+    let start = 0;
+    // p: a line start whose first byte is a dot
+    let p = this.#atLineStart && b[0] === 0x2e ? 0 : nextDotLine(0);
+    while (p >= 0) {
+      if (b.length - p < 3) {
+        // "." + CRLF or a stuffed dot? The next chunk tells.
+        emit(start, p);
+        this.#carry = b.subarray(p);
+        this.#atLineStart = true;
+        return { parts };
+      }
+      if (b[p + 1] === 0x0d && b[p + 2] === 0x0a) {
+        emit(start, p);
+        return { parts, rest: b.subarray(p + 3) };
+      }
+      emit(start, p);
+      start = p + 1; // the stuffed dot is dropped
+      p = nextDotLine(p + 1);
+    }
+    emit(start, b.length);
+    this.#atLineStart = b[b.length - 1] === 0x0a;
+    return { parts };
+  }
+}
 
 /**
  * A small POP3 client (RFC 1939, 2449 CAPA, 2595 STLS, AUTH XOAUTH2) written for the poller's
@@ -217,13 +313,13 @@ export class Pop3Client {
 
   /**
    * RETR as a stream of the message's exact bytes (dot-stuffing removed, the terminating line
-   * dropped). Read it to the end before the next command. Back-pressure pauses the socket, so
+   * dropped; with `listedSize`, its LIST size, also the line break the server adds to a message
+   * that does not end with one — see ServerLineEnd). Read it to the end before the next command. Back-pressure pauses the socket, so
    * memory stays at a few chunks whatever the message size.
    */
-  async retr(n: number): Promise<Readable> {
+  async retr(n: number, listedSize?: number): Promise<Readable> {
     await this.#command(`RETR ${n}`, "RETR");
     const socket = this.#socket!;
-    let atLineStart = true;
     let carry = this.#pending;
     this.#pending = Buffer.alloc(0);
     let finished = false;
@@ -235,39 +331,20 @@ export class Pop3Client {
         cb(error);
       },
     });
+    const unstuff = new DotUnstuffer();
+    const tail = new ServerLineEnd(listedSize);
     const feed = (chunk: Buffer) => {
-      const b = carry.length ? Buffer.concat([carry, chunk]) : chunk;
-      carry = Buffer.alloc(0);
-      const parts: Buffer[] = [];
-      let i = 0;
-      while (i < b.length) {
-        if (atLineStart && b[i] === 0x2e) {
-          if (b.length - i < 3) {
-            carry = b.subarray(i); // need to see what follows the dot
-            break;
-          }
-          if (b[i + 1] === 0x0d && b[i + 2] === 0x0a) {
-            finished = true;
-            this.#sink = undefined;
-            socket.resume();
-            this.#pending = b.subarray(i + 3);
-            if (parts.length) out.push(Buffer.concat(parts));
-            out.push(null);
-            return;
-          }
-          i++; // a stuffed dot
-        }
-        const nl = b.indexOf(0x0a, i);
-        if (nl < 0) {
-          parts.push(b.subarray(i));
-          atLineStart = false;
-          break;
-        }
-        parts.push(b.subarray(i, nl + 1));
-        atLineStart = true;
-        i = nl + 1;
-      }
-      if (parts.length && !out.push(Buffer.concat(parts))) socket.pause();
+      const r = unstuff.feed(chunk);
+      let more = true;
+      for (const part of tail.pass(r.parts)) more = out.push(part) && more;
+      if (r.rest !== undefined) {
+        finished = true;
+        this.#sink = undefined;
+        socket.resume();
+        this.#pending = r.rest;
+        for (const part of tail.end()) out.push(part);
+        out.push(null);
+      } else if (!more) socket.pause();
     };
     this.#sink = feed;
     socket.once("close", () => {

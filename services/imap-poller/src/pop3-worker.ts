@@ -1,13 +1,14 @@
 import type { MailArchived} from "@postroom/contracts";
-import { messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
 import type { DurableConsumer} from "@postroom/nats-kit";
-import { ack, publishJson, type Verdict } from "@postroom/nats-kit";
+import { ack, liveKeys, PublishWindow, type Verdict } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
 import { commitConsumer } from "./commit-consumer.js";
 import { ingestPausedReason, Recovery } from "./recovery.js";
 import { Pop3Client } from "./pop3-client.js";
-import { storeRaw } from "./raw-store.js";
+import { RAW_CHUNK_BYTES, storeRaw } from "./raw-store.js";
+import { createHash } from "node:crypto";
 import { withDeadline } from "./lease.js";
 
 /** What the poller remembers about one UIDL (KV bucket `cursors`). */
@@ -35,9 +36,12 @@ export class Pop3Worker implements Worker {
   #status: MailboxStatus;
   readonly #log: Logger;
   readonly #recovery: Recovery;
+  /** Pipelined `mail.received` publishes (a bounded number unacknowledged at once). */
+  readonly #window: PublishWindow;
 
   constructor(private readonly o: MailboxWorkerOptions) {
     this.#log = o.logger.child({ tenant: o.tenant.id, mailbox: o.mailbox.id, protocol: "pop3" });
+    this.#window = new PublishWindow({ js: o.js, max: 64, timeoutMs: o.timeoutMs ?? 30_000 });
     this.#recovery = new Recovery({
       log: this.#log,
       setState: (state, error) => this.#setState(state, error),
@@ -110,7 +114,9 @@ export class Pop3Worker implements Worker {
     const seen = new Map<string, SeenState>();
     const prefix = `${this.#prefix()}.`;
     const keys: string[] = [];
-    for await (const k of await this.o.cursors.keys(`${prefix}>`)) keys.push(k);
+    // liveKeys, not cursors.keys(): the latter's ordered consumer may never be created while a
+    // cluster node is down (see nats-kit's liveKeys).
+    keys.push(...(await liveKeys(this.o.cursors, `${prefix}>`)));
     for (const k of keys) {
       const e = await this.o.cursors.get(k);
       if (!e?.value.length) continue;
@@ -215,30 +221,59 @@ export class Pop3Worker implements Worker {
       }
       const fresh = listing.filter((m) => !seen.has(m.uidl));
       this.#status.backlog = fresh.length;
-      for (const m of fresh) {
-        if (this.#stopped) break;
-        const source: SourceKey = { protocol: "pop3", tenant: tenant.id, mailbox: mailbox.id, uidl: m.uidl };
-        const key = messageKey(source);
-        const raw = await storeRaw(this.o.rawStore, key, await client.retr(m.n), this.o.timeoutMs ?? 30_000);
-        const now = new Date().toISOString();
-        const event: MailReceived = {
-          version: "v1",
-          messageKey: key,
-          source,
-          raw: { bucket: names.buckets.rawMail, name: key, size: raw.size, sha256: raw.sha256 },
-          receivedAt: now,
-          fetchedAt: now,
-          offer: !(firstTime && inbound.firstStart === "import-history"),
-          oversize: raw.size > inbound.maxMessageBytes,
-        };
-        await publishJson(this.o.js, names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key });
-        // Remembered after publishing: a crash in between re-publishes under the same UIDL key.
-        await this.#mark(m.uidl, "published");
-        this.#status.backlog--;
-        this.#status.lastMessageAt = now;
-        this.#status.published = (this.#status.published ?? 0) + 1;
-        this.#log.info({ uidl: m.uidl, size: raw.size, offer: event.offer }, "message published");
+      // Shown at once (see the IMAP worker), not only when the session ends.
+      if (fresh.length > 0) await this.#setState("polling");
+      // Each message's event goes out through the publish window (no round trip per event); its
+      // "published" mark is written once the event is stored, and all marks are awaited before
+      // QUIT. A message of at most INLINE_RAW_MAX_BYTES (by LIST) travels inside the event.
+      const marks: Promise<void>[] = [];
+      try {
+        for (const m of fresh) {
+          if (this.#stopped || this.#window.failure !== undefined) break;
+          const source: SourceKey = { protocol: "pop3", tenant: tenant.id, mailbox: mailbox.id, uidl: m.uidl };
+          const key = messageKey(source);
+          let raw: { size: number; sha256: string };
+          let inline: Buffer | undefined;
+          if (m.size <= INLINE_RAW_MAX_BYTES) {
+            const chunks: Buffer[] = [];
+            for await (const chunk of await client.retr(m.n, m.size)) chunks.push(chunk as Buffer);
+            inline = Buffer.concat(chunks);
+            raw = { size: inline.length, sha256: createHash("sha256").update(inline).digest("hex") };
+            if (inline.length > INLINE_RAW_MAX_BYTES) {
+              // LIST said less than RETR gave: store it like any large message.
+              await this.o.rawStore.putBlob({ name: key, options: { max_chunk_size: RAW_CHUNK_BYTES } }, inline);
+              inline = undefined;
+            }
+          } else {
+            raw = await storeRaw(this.o.rawStore, key, await client.retr(m.n, m.size), this.o.timeoutMs ?? 30_000);
+          }
+          const now = new Date().toISOString();
+          const event: MailReceived = {
+            version: "v1",
+            messageKey: key,
+            source,
+            raw: { bucket: names.buckets.rawMail, name: key, size: raw.size, sha256: raw.sha256 },
+            receivedAt: now,
+            fetchedAt: now,
+            offer: !(firstTime && inbound.firstStart === "import-history"),
+            oversize: raw.size > inbound.maxMessageBytes,
+            ...(inline ? { rawInline: inline.toString("base64") } : {}),
+          };
+          await this.#window.send(names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key }, () => {
+            // Remembered after publishing: a crash in between re-publishes under the same UIDL key.
+            const mark = this.#mark(m.uidl, "published");
+            mark.catch(() => undefined);
+            marks.push(mark);
+            this.#status.backlog--;
+            this.#status.lastMessageAt = now;
+            this.#status.published = (this.#status.published ?? 0) + 1;
+            this.#log.info({ uidl: m.uidl, size: raw.size, offer: event.offer }, "message published");
+          });
+        }
+      } finally {
+        await this.#window.flush().finally(() => Promise.allSettled(marks));
       }
+      await Promise.all(marks);
       await client.quit();
       // The deletions are committed now. UIDLs no longer on the server are forgotten: they can
       // never be fetched again, and the archive's unique key guards against a server reusing one.

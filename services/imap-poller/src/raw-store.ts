@@ -2,6 +2,13 @@ import { createHash } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import type { ObjectStore } from "@postroom/nats-kit";
 
+/**
+ * Object-store chunk size for raw mail: about a megabyte (nats.js defaults to 128 KB, eight times
+ * the publishes per message). Just under 1 MiB, because the server's payload limit (1 MiB by
+ * default) counts the chunk's headers too.
+ */
+export const RAW_CHUNK_BYTES = 1000 * 1024;
+
 /** What was stored: the byte count and SHA-256 of the raw message. */
 export interface StoredRaw {
   size: number;
@@ -32,7 +39,7 @@ export async function storeRaw(store: ObjectStore, name: string, source: Readabl
   });
   source.on("error", (e) => meter.destroy(e));
   try {
-    await store.put({ name }, Readable.toWeb(source.pipe(meter)) as ReadableStream<Uint8Array>);
+    await store.put({ name, options: { max_chunk_size: RAW_CHUNK_BYTES } }, Readable.toWeb(source.pipe(meter)) as ReadableStream<Uint8Array>);
   } finally {
     clearTimeout(timer);
   }

@@ -51,6 +51,12 @@ test("reply all adds the original's other recipients but never the mailbox itsel
   assert.deepEqual(options.to, ["ann@c.example", "bob@c.example"]);
 });
 
+test("a reply-all whose command names recipients (the agent saw and confirmed them) gets exactly those, nothing added", () => {
+  const { options } = buildMessage(command({ kind: "reply-all", to: ["orders@c.example"], cc: ["bob@c.example"] }), mailbox, "<m@acme.test>", original);
+  assert.deepEqual(options.to, ["orders@c.example"]);
+  assert.deepEqual((options.cc as string[]).filter((a) => !mailbox.defaultCc.includes(a)), ["bob@c.example"]);
+});
+
 test("a forward inline carries the original's attachments as files streamed from the archive", () => {
   const { options, inReplyTo } = buildMessage(command({ kind: "forward", to: ["legal@acme.test"], forwardAs: "inline" }), mailbox, "<m@acme.test>", original);
   assert.equal(options.subject, "Fwd: Order 42");
@@ -66,8 +72,15 @@ test("a forward as attachment attaches the archived message.eml as message/rfc82
 
 test("alerts are marked Auto-Submitted so auto-responders stay quiet", () => {
   const { options } = buildMessage(command({ kind: "alert", to: ["ops@acme.test"], subject: "Disk 90% full" }), mailbox, "<m@acme.test>", undefined);
-  assert.deepEqual(options.headers, { "Auto-Submitted": "auto-generated" });
+  assert.deepEqual(options.headers, { "X-Postroom-Loop": "acme/support", "Auto-Submitted": "auto-generated" });
   assert.equal(options.subject, "Disk 90% full");
+});
+
+test("every message carries the mailbox's loop stamp, and replies are not marked automatic", () => {
+  for (const kind of ["reply", "reply-all", "forward", "new"] as const) {
+    const { options } = buildMessage(command({ kind, to: ["x@c.example"], subject: "s" }), mailbox, "<m@acme.test>", kind === "new" ? undefined : original);
+    assert.deepEqual(options.headers, { "X-Postroom-Loop": "acme/support" }, kind);
+  }
 });
 
 test("a hostile original's control characters in the subject are cleaned, and unusable addresses are left out of reply all", () => {

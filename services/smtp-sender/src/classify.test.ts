@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { EXCHANGE_BASIC_SMTP_END } from "@postroom/config";
 import { classifySmtpError, defaultRetryPolicy, planRetry } from "./classify.js";
 
 test("4xx and connection errors are retried, 5xx are final", () => {
@@ -13,9 +14,11 @@ test("Exchange's authentication refusals ask an administrator, with the fix", ()
   assert.equal(disabled.kind, "needs-admin");
   assert.match(disabled.kind === "needs-admin" ? disabled.fix : "", /SmtpClientAuthenticationDisabled \$false/);
   const basicOff = classifySmtpError({ responseCode: 535, response: "535 5.7.139 Authentication unsuccessful, basic authentication is disabled." });
-  assert.match(basicOff.kind === "needs-admin" ? basicOff.fix : "", /switch its smtp auth to microsoft365 \(OAuth/);
+  assert.match(basicOff.kind === "needs-admin" ? basicOff.fix : "", /end of December 2026/);
   const basic = classifySmtpError({ responseCode: 550, response: "550 5.7.30 Basic authentication is not supported for Client Submission." });
   assert.equal(basic.kind, "needs-admin");
+  // The same fix config check and the Softdial import name, word for word.
+  for (const v of [disabled, basicOff, basic]) assert.ok(v.kind === "needs-admin" && v.fix.includes(EXCHANGE_BASIC_SMTP_END.fix));
   assert.equal(classifySmtpError({ responseCode: 535, response: "535 5.7.3 Authentication unsuccessful" }).kind, "needs-admin");
 });
 

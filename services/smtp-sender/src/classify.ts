@@ -1,3 +1,5 @@
+import { EXCHANGE_BASIC_SMTP_END } from "@postroom/config";
+
 /**
  * What an SMTP failure means, from the reply code and enhanced status code (RFC 3463).
  * Pure: tested on the replies real servers send.
@@ -26,19 +28,17 @@ export function classifySmtpError(error: { responseCode?: number; response?: str
     return {
       kind: "needs-admin",
       reason: text,
-      fix: "SMTP AUTH is switched off: run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)",
+      fix:
+        "SMTP AUTH is switched off: run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant). " +
+        `With a password that helps only until ${EXCHANGE_BASIC_SMTP_END.when}, when Exchange Online ends password SMTP AUTH: ${EXCHANGE_BASIC_SMTP_END.fix}`,
     };
   }
-  if (/5\.7\.139/.test(text)) {
-    // "basic authentication is disabled" (security defaults, authentication policies) and other
-    // 5.7.139 texts: the password path is closed; OAuth is the supported one.
-    return {
-      kind: "needs-admin",
-      reason: text,
-      fix: "password SMTP is refused for this mailbox: switch its smtp auth to microsoft365 (OAuth, with SMTP.SendAsApp consented and the mailbox permission added); if SMTP AUTH itself is off, also run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false",
-    };
+  if (/5\.7\.139/.test(text) || /5\.7\.30/.test(text)) {
+    // "basic authentication is disabled" (security defaults, authentication policies), other
+    // 5.7.139 texts, and 5.7.30 (password SMTP retired): the password path is closed for good;
+    // the fix is the one config check and the Softdial import give ahead of the cut-off.
+    return { kind: "needs-admin", reason: text, fix: `password SMTP is refused for this mailbox (Exchange Online ends it at ${EXCHANGE_BASIC_SMTP_END.when}): ${EXCHANGE_BASIC_SMTP_END.fix}` };
   }
-  if (/5\.7\.30/.test(text)) return { kind: "needs-admin", reason: text, fix: "password SMTP is retired for this tenant: switch the mailbox's smtp auth to microsoft365 (OAuth)" };
   if (code === 535 || code === 534) {
     return { kind: "needs-admin", reason: text, fix: "the server refused the login: check the password, or for OAuth consent SMTP.SendAsApp and the mailbox permission" };
   }

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { isValidAddress } from "@postroom/contracts";
 
 /** Prefixes mail clients put before a subject when replying or forwarding, in several languages. */
 const REPLY_PREFIX = /^\s*((re|aw|sv|vs|antw|odp|r|rif|res|wg|fw|fwd|tr|rv|enc)\s*(\[\d+\])?\s*:\s*)+/i;
@@ -57,20 +58,6 @@ export class UnsafeHeaderError extends RefusedCommandError {
 }
 
 /**
- * A deliberately plain addr-spec check: one `@`, no spaces, quotes, angle brackets or control
- * characters, a dotted domain. Quoted local parts and address literals are legal in RFC 5321 but
- * never come from an agent's form, and accepting them is how header and SMTP command injection
- * start; IDN domains must arrive as punycode.
- */
-const ADDRESS = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
-
-/** True for a bare, well-formed address without control characters (see {@link assertAddress}). */
-export function isValidAddress(value: string): boolean {
-  // eslint-disable-next-line no-control-regex -- control characters are what must be excluded
-  return value.length <= 254 && ADDRESS.test(value) && !/[\u0000-\u001f\u007f]/.test(value);
-}
-
-/**
  * A subject taken from a received message, made safe for our own header: a hostile sender's
  * control characters become spaces. (An agent's own subject with them is refused instead.)
  */
@@ -82,7 +69,7 @@ export function cleanReceivedSubject(subject: string): string {
 /** Refuses anything but a bare address (`ann@example.com`), naming the field and the fix. */
 export function assertAddress(field: string, value: string): void {
   assertSafeHeader(field, value);
-  if (value.length > 254 || !ADDRESS.test(value)) {
+  if (!isValidAddress(value)) {
     throw new InvalidAddressError(`${field} "${value}" is not a valid e-mail address: give a bare address such as ann@example.com (no name, no angle brackets)`);
   }
 }
@@ -104,21 +91,6 @@ export interface OriginalMessage {
   date: Date | null;
   text: string | null;
   html: string | null;
-}
-
-/**
- * Recipients of "reply all": the original's Reply-To (or From), To and CC, without our own
- * mailbox — the customer must not get a copy addressed to the contact centre itself.
- */
-export function replyAllRecipients(original: Pick<OriginalMessage, "from" | "replyTo" | "to" | "cc">, own: string): { to: string[]; cc: string[] } {
-  const notOwn = (a: string) => a.trim().toLowerCase() !== own.trim().toLowerCase();
-  const first = original.replyTo.length > 0 ? original.replyTo : [original.from];
-  return { to: [...first, ...original.to].filter(notOwn), cc: original.cc.filter(notOwn) };
-}
-
-/** Recipients of a plain reply: Reply-To when the customer set one, else From. */
-export function replyRecipients(original: Pick<OriginalMessage, "from" | "replyTo">): string[] {
-  return original.replyTo.length > 0 ? original.replyTo : [original.from];
 }
 
 function who(original: Pick<OriginalMessage, "from" | "fromName">): string {

@@ -3,6 +3,8 @@ export type { SenderOptions, SmtpSenderEvents } from "./sender.js";
 export { classifySmtpError, planRetry, defaultRetryPolicy } from "./classify.js";
 export type { SmtpVerdict, RetryPlan, RetryPolicy } from "./classify.js";
 export { SendRateLimiter } from "./rate-limit.js";
+export { SmtpPools, openSocket } from "./smtp-pool.js";
+export type { SmtpPoolsOptions, PoolSendResult, CredentialSource } from "./smtp-pool.js";
 export { transportOptions, defaultPort, defaultDeadlines } from "./transport.js";
 export type { SmtpDeadlines } from "./transport.js";
 export {
@@ -12,8 +14,6 @@ export {
   mergeRecipients,
   assertSafeHeader,
   assertAddress,
-  replyAllRecipients,
-  replyRecipients,
   quoteText,
   quoteHtml,
   forwardedBlock,

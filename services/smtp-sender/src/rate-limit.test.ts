@@ -19,3 +19,20 @@ test("a released slot (the send never reached the server) can be used again", ()
   limiter.release("k", 5);
   assert.equal(limiter.take("k", 7), 0);
 });
+
+test("recipients count: a forward to many uses up the minute's recipients, and the next waits until they leave the window", () => {
+  const limiter = new SendRateLimiter(() => ({ messages: 30, recipients: 100 }));
+  assert.equal(limiter.take("k", 0, 60), 0);
+  assert.equal(limiter.take("k", 1_000, 40), 0, "exactly the 100");
+  assert.equal(limiter.take("k", 2_000, 1), 58_000, "one more waits until the 60 leave the window");
+  assert.equal(limiter.take("k", 60_001, 60), 0, "room for 60 once the first left");
+  assert.equal(limiter.take("k", 60_002, 40), 998, "40 more wait for the 40 sent at 1 s to leave");
+  assert.equal(limiter.take("k", 60_002, 41), 59_999, "41 do not fit beside the 60: they wait for those too");
+});
+
+test("a message with more recipients than the window allows goes when the window is empty, never held for ever", () => {
+  const limiter = new SendRateLimiter(() => ({ messages: 30, recipients: 10 }));
+  assert.equal(limiter.take("k", 0, 50), 0);
+  assert.equal(limiter.take("k", 1, 1), 59_999);
+  assert.equal(limiter.take("k", 60_000, 50), 0);
+});

@@ -3,8 +3,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { findMailbox, type Mailbox, type PostroomConfig } from "@postroom/config";
-import { RAW_MAIL_TTL_MS, SendRequested, type Credential, type MailboxStatus, type MailSent, type Names, type ObjectRef, type SendFailed } from "@postroom/contracts";
-import type { Pool } from "@postroom/db";
+import { LOOP_HEADER, loopStamp, mailboxOfSubject, RAW_MAIL_TTL_MS, replyRecipients, SendRequested, type MailboxStatus, type MailSent, type Names, type ObjectRef, type SendFailed, type SubjectMailbox } from "@postroom/contracts";
+import { untilDatabaseAnswers, type Pool } from "@postroom/db";
 import {
   ack,
   CredentialClient,
@@ -21,7 +21,6 @@ import {
   type Verdict,
 } from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
-import nodemailer from "nodemailer";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import type Mail from "nodemailer/lib/mailer/index.js";
 import { classifySmtpError, defaultRetryPolicy, planRetry, type RetryPolicy, type SmtpVerdict } from "./classify.js";
@@ -31,14 +30,11 @@ import {
   forwardedBlock,
   cleanReceivedSubject,
   forwardSubject,
-  isValidAddress,
   mergeRecipients,
   messageIdFor,
   quoteHtml,
   quoteText,
   RefusedCommandError,
-  replyAllRecipients,
-  replyRecipients,
   replyReferences,
   replySubject,
   textToHtml,
@@ -46,7 +42,7 @@ import {
 } from "./compose.js";
 import { SendRateLimiter } from "./rate-limit.js";
 import { appendToSentFolder } from "./sent-folder.js";
-import { transportOptions } from "./transport.js";
+import { SmtpPools, type PoolSendResult } from "./smtp-pool.js";
 
 /**
  * Metrics seam: the telemetry package hangs counters and histograms here. Labels are bounded —
@@ -71,8 +67,14 @@ export interface SenderOptions {
   logger: Logger;
   /** Consume only this tenant's commands (per-tenant deployments); all when absent. */
   tenant?: string;
-  /** Commands handled at once across all mailboxes (default 4); each mailbox is still rate-limited. */
+  /**
+   * Commands in hand at once across all mailboxes (default 32): while one waits for its SMTP
+   * turn, others are composed and recorded, and their rows' commits share WAL flushes. Each
+   * mailbox is still rate-limited and has at most `connectionsPerMailbox` SMTP connections.
+   */
   concurrency?: number;
+  /** SMTP connections per mailbox at most, each logged in once and reused (default 4). */
+  connectionsPerMailbox?: number;
   /** Retry timing (default {@link defaultRetryPolicy}). */
   retry?: RetryPolicy;
   /** Clock, for the rate limiter and the give-up age. */
@@ -104,6 +106,8 @@ interface Original extends OriginalMessage {
 
 /** The `sends` row. */
 interface SendRow {
+  tenant: string;
+  mailbox: string;
   state: "pending" | "sending" | "sent" | "failed";
   attempts: number;
   raw_object: string | null;
@@ -114,17 +118,44 @@ interface SendRow {
   reply_references: string[];
   server_response: string | null;
   sent_at: Date | null;
+  refused: { recipient: string; response: string }[];
+  /** The composed message itself when it fits in memory (≤ INLINE_RAW_MAX_BYTES); else in `raw_object`. */
+  raw?: Buffer | null;
 }
+
+/** The `sends` columns a send works with; `raw` (the bytes) only where they are needed. */
+const ROW_COLUMNS = "tenant, mailbox, state, attempts, raw_object, raw_size, raw_sha256, envelope, in_reply_to, reply_references, server_response, sent_at, refused";
+
+/**
+ * Composed messages up to this size are kept in memory and in the `sends` row (migration 55) and
+ * sent from there; larger ones (forwards with attachments) stream through the object store.
+ */
+export const INLINE_RAW_MAX_BYTES = 256 * 1024;
+
+/** A message composed in memory, with what its row records. */
+interface Composed {
+  bytes: Buffer;
+  sha256: string;
+  objectName: string;
+  envelope: { from: string; to: string[] };
+  inReplyTo: string | null;
+  references: string[];
+}
+
+/** What taking a command in hand came to: an SMTP attempt to make, or nothing more to do. */
+type Claim = { kind: "send"; row: SendRow; bytes: Buffer | undefined } | { kind: "done"; verdict: Verdict };
 
 /**
  * Sends agents' replies, forwards, new messages and alerts from `mail.send` commands, exactly once.
  *
  * Order of one send, and why:
- * 1. The `sends` row is inserted (pending) keyed by the command id: a redelivered command finds it.
- * 2. The message is composed once, streamed into the object store (attachments streamed from the
- *    archive on disk), and its object name, size and hash recorded. Every later attempt sends those
- *    same bytes, so what is archived is exactly what the server accepted.
- * 3. The row becomes `sending`, then the SMTP transaction runs.
+ * 1. The message is composed once — in memory when it fits ({@link INLINE_RAW_MAX_BYTES}), else
+ *    streamed into the object store (attachments streamed from the archive on disk).
+ * 2. The `sends` row, keyed by the command id, records it composed (bytes or object, size, hash,
+ *    envelope) and `sending`: for a first delivery of a small message one INSERT … ON CONFLICT DO
+ *    NOTHING RETURNING; a redelivered command finds its row and sends the bytes recorded there,
+ *    so what is archived is exactly what the server accepted.
+ * 3. The SMTP transaction runs on the mailbox's pooled, logged-in connection.
  * 4. The server's 250 is recorded as `sent` in one UPDATE before anything else happens.
  * 5. mail.sent is published (JetStream dedupes on `<command>#sent`) and the command acknowledged.
  * A crash after 4 finds the row `sent` on redelivery and only repeats 5. A duplicate is possible only
@@ -139,6 +170,7 @@ export class SmtpSender {
   #status: KV | undefined;
   readonly #lastStatus = new Map<string, string>();
   readonly #credentials: CredentialClient;
+  readonly #pools: SmtpPools;
   readonly #js;
   readonly #limiter: SendRateLimiter;
   readonly #now: () => number;
@@ -147,9 +179,16 @@ export class SmtpSender {
     this.#credentials = new CredentialClient(o.nc, o.names);
     this.#js = jetStreamOf(o.nc);
     this.#now = o.now ?? Date.now;
+    // The credential is asked for when a mailbox's pool is made (its first connection), not per send.
+    this.#pools = new SmtpPools({
+      credential: (tenant, mailbox, rejected) => this.#credentials.get(tenant, mailbox, "smtp", rejected),
+      connectionsPerMailbox: o.connectionsPerMailbox ?? 4,
+      now: this.#now,
+    });
     this.#limiter = new SendRateLimiter((key) => {
       const [tenant, mailbox] = key.split("/");
-      return findMailbox(o.config, tenant!, mailbox!)?.mailbox.smtp?.ratePerMinute ?? 30;
+      const smtp = findMailbox(o.config, tenant!, mailbox!)?.mailbox.smtp;
+      return { messages: smtp?.ratePerMinute ?? 30, recipients: smtp?.recipientsPerMinute ?? 100 };
     });
   }
 
@@ -163,11 +202,14 @@ export class SmtpSender {
       durable: names.consumers.smtpSender(tenant),
       filterSubject: names.subjects.wildcard.mailSend(tenant),
       schema: SendRequested,
-      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c)),
+      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c, msg.subject)),
       // Short, so a crashed sender's command comes back within half a minute; a long send (25 MB
       // on a slow link) keeps its command by telling the server it is still working (#withProgress).
       ackWaitMs: ACK_WAIT_MS,
-      maxAckPending: this.o.concurrency ?? 4,
+      maxAckPending: this.o.concurrency ?? 32,
+      // Every step is idempotent (the row decides), so a lost ack costs one redelivery that finds
+      // the row "sent" — not worth a round trip per command.
+      plainAcks: true,
       onProblem: (p) => this.o.logger.warn({ subject: p.subject, reason: p.reason, ...(p.error ? errorFields(p.error) : {}) }, "send deferred"),
     });
     await this.#consumer.start();
@@ -176,6 +218,8 @@ export class SmtpSender {
   /** Stops taking commands and lets the sends in hand finish (their rows and events complete). */
   async stop(): Promise<void> {
     await this.#consumer?.stop();
+    // Then the connections: the sends in hand are done, so each is logged out cleanly.
+    this.#pools.close();
   }
 
   /** Runs `work`, telling JetStream every third of the ack wait that the command is still in hand. */
@@ -188,54 +232,59 @@ export class SmtpSender {
     }
   }
 
-  async #onCommand(c: SendRequested): Promise<Verdict> {
+  async #onCommand(c: SendRequested, subject: string): Promise<Verdict> {
     const log = this.o.logger.child({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, kind: c.kind });
+    // Defence in depth beside the bus permissions: a publisher allowed on one mailbox's subject
+    // must not make us act for another mailbox by naming it in the body.
+    const addressed = mailboxOfSubject(this.o.names.subjects.mailSend, subject);
+    if (!addressed) return { action: "term", reason: `${subject} is not a send subject` };
+    if (addressed.tenant !== c.tenant || addressed.mailbox !== c.mailbox) {
+      return this.#refuse(c, addressed, `the command names mailbox ${c.tenant}/${c.mailbox} but was sent to ${addressed.tenant}/${addressed.mailbox}: a command may only act for the mailbox of its subject`);
+    }
     const ref = findMailbox(this.o.config, c.tenant, c.mailbox);
     if (!ref) return { action: "term", reason: `mailbox ${c.tenant}/${c.mailbox} is not configured` };
     const { mailbox } = ref;
     const rfcMessageId = messageIdFor(c.commandId, mailbox.address);
-    let row = await this.#record(c, rfcMessageId);
-    if (row.state === "failed") {
-      log.info("command already failed; not sending again");
-      return ack;
-    }
-    if (row.state === "sent") {
-      // A crash (or a lost ack) after the server's 250: finish the bookkeeping, never send again.
-      log.info("command already sent; publishing its event again");
-      await this.#publishSent(c, rfcMessageId, row);
-      await this.#copyToSent(c, mailbox, rfcMessageId, row);
-      return ack;
-    }
-    if (!mailbox.smtp) return this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null);
-
-    if (!row.raw_object) {
-      try {
-        row = await this.#composeAndStore(c, mailbox, rfcMessageId);
-      } catch (error) {
-        if (error instanceof RefusedCommandError) return this.#fail(c, true, error.message, null, null);
-        throw error;
-      }
-    }
-
     const key = `${c.tenant}/${c.mailbox}`;
     const takenAt = this.#now();
-    const waitMs = this.#limiter.take(key, takenAt);
+    // Recipients count as well as messages: a forward to 50 is 50 deliveries. The rate is taken
+    // before the command is recorded or composed (a queued command costs nothing), so the count
+    // comes from the command and the mailbox's defaults; a reply with no "to" goes to one address.
+    const waitMs = this.#limiter.take(key, takenAt, recipientCount(c, mailbox));
     if (waitMs > 0) {
       // Queue, do not fail: the command goes back to JetStream and returns when a slot is free.
+      // Nothing is recorded or composed for it yet.
       log.debug({ waitMs }, "rate limit reached; send queued");
       this.o.events?.onRateLimited?.({ tenant: c.tenant, mailbox: c.mailbox, waitMs });
       return { action: "retry", delayMs: waitMs, reason: "per-mailbox rate limit" };
     }
-
-    let response: string;
-    let started = 0;
+    let claim: Claim;
     try {
-      // The credential first: a token-service hiccup is not an SMTP attempt.
-      const credential = await this.#credentials.get(c.tenant, c.mailbox, "smtp");
-      await this.o.pool.query("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1", [c.commandId]);
-      started = performance.now();
-      response = await this.#send(c, mailbox, row, credential);
+      claim = await this.#claim(c, addressed, mailbox, rfcMessageId, log);
     } catch (error) {
+      this.#limiter.release(key, takenAt);
+      throw error;
+    }
+    if (claim.kind === "done") {
+      // Nothing goes to the server for this command (sent before, failed, refused): its slot is free.
+      this.#limiter.release(key, takenAt);
+      return claim.verdict;
+    }
+    const { row, bytes } = claim;
+
+    let result: PoolSendResult;
+    let started = 0;
+    // The archive's copy of a message composed in memory goes into the object store while the
+    // SMTP conversation runs; mail.sent (which names it) waits for it below.
+    let copy = bytes ? this.#putArchiveCopy(row, bytes) : Promise.resolve();
+    copy.catch(() => undefined);
+    try {
+      started = performance.now();
+      result = await this.#send(c, mailbox, row, bytes);
+    } catch (error) {
+      // A credential that never came (token-service down) is no SMTP attempt: it must not
+      // lengthen the backoff or show as one in the row.
+      const attempted = !(error instanceof CredentialUnavailableError);
       const verdict = error instanceof CredentialUnavailableError ? credentialVerdict(error) : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
       if (verdict.kind === "retry" && (error as { code?: string }).code !== undefined && (error as { responseCode?: number }).responseCode === undefined) {
         // The connection never got as far as a server decision: this attempt does not count against the rate.
@@ -245,44 +294,125 @@ export class SmtpSender {
       log.warn({ verdict: verdict.kind, reason: verdict.reason, responseCode: code }, "smtp send failed");
       if (verdict.kind === "permanent") return this.#fail(c, true, verdict.reason, verdict.reason, code);
       this.o.events?.onDeferred?.({ tenant: c.tenant, mailbox: c.mailbox, verdict: verdict.kind, responseCode: code });
+      // SMTP attempts, not deliveries: waits for the rate limit must not lengthen the backoff.
+      const attempts = attempted ? row.attempts : row.attempts - 1;
+      const plan = planRetry(verdict, attempts, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
+      if (plan.action === "retry") {
+        // The row says "held" before the status or the event below can tell anyone so.
+        await this.o.pool.query("UPDATE sends SET state = 'pending', attempts = $3, last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason, attempts]);
+      }
       await this.#setStatus(c.tenant, c.mailbox, verdict.kind === "needs-admin" ? "needs-admin" : "backing-off", verdict, code);
       if (verdict.kind === "needs-admin") {
         // The agent's side hears now that this reply is held (not lost) until someone fixes the
         // mailbox; `permanent: false` says it will still go out by itself afterwards.
         await this.#publishFailed(c, false, `${verdict.reason} — held until an administrator acts: ${verdict.fix}`, verdict.reason, code, `${c.commandId}#needs-admin`);
       }
-      // SMTP attempts, not deliveries: waits for the rate limit must not lengthen the backoff.
-      const plan = planRetry(verdict, row.attempts + 1, this.#now() - Date.parse(c.requestedAt), this.o.retry ?? defaultRetryPolicy);
       if (plan.action === "give-up") return this.#fail(c, true, plan.reason, verdict.reason, code);
-      await this.o.pool.query("UPDATE sends SET state = 'pending', last_error = $2, updated_at = now() WHERE command_id = $1", [c.commandId, verdict.reason]);
       return { action: "retry", delayMs: plan.delayMs, reason: verdict.reason };
     }
+    // Some recipients refused, others accepted: the message is sent (it cannot be taken back);
+    // the refusals are kept with the row, so every mail.sent for this command (also one
+    // republished after a crash) tells the agent's side who did not get it.
+    const refused = result.rejectedErrors.map((e) => ({ recipient: e.recipient ?? "?", response: e.response ?? e.message }));
+    if (refused.length) log.warn({ refused: refused.length }, "some recipients were refused");
     // The duplicate window closes with this one-row UPDATE: nothing may run between the 250 and it.
-    const sent = await this.o.pool.query<SendRow>(
-      "UPDATE sends SET state = 'sent', server_response = $2, sent_at = now(), last_error = NULL, updated_at = now() WHERE command_id = $1 RETURNING *",
-      [c.commandId, response],
+    // The server has the message now, so a database outage must not fail this step (a retried
+    // command would send it again): the UPDATE waits for PostgreSQL, with the command still in
+    // hand (#withProgress keeps telling JetStream). Found by the chaos run: a reply delivered twice
+    // after PostgreSQL stopped between a 250 and this row.
+    const sent = await untilDatabaseAnswers(
+      () =>
+        this.o.pool.query<{ sent_at: Date }>(
+          "UPDATE sends SET state = 'sent', server_response = $2, sent_at = now(), last_error = NULL, refused = $3, updated_at = now() WHERE command_id = $1 RETURNING sent_at",
+          [c.commandId, result.response, JSON.stringify(refused)],
+        ),
+      (error, attempt) => log.warn({ attempt, problem: (error as Error)?.message ?? String(error) }, "database unavailable after the server took the message; recording it as sent once it returns"),
     );
-    const done = sent.rows[0]!;
+    const done: SendRow = { ...row, state: "sent", server_response: result.response, sent_at: sent.rows[0]!.sent_at, refused };
     this.o.events?.onSent?.({ tenant: c.tenant, mailbox: c.mailbox, kind: c.kind, bytes: Number(done.raw_size), attempts: done.attempts, ms: performance.now() - started });
     await this.o.afterAccepted?.(c.commandId);
-    await this.#setStatus(c.tenant, c.mailbox, "idle", null, null);
+    // A failed copy is written once more; if that fails too the command is redelivered, finds
+    // its row "sent" and writes the copy before publishing — never sending again.
+    copy = copy.catch(() => this.#putArchiveCopy(done, bytes!));
+    await Promise.all([this.#setStatus(c.tenant, c.mailbox, "idle", null, null), copy]);
     await this.#publishSent(c, rfcMessageId, done);
-    log.info({ response }, "message sent");
+    log.info({ response: result.response }, "message sent");
     await this.#copyToSent(c, mailbox, rfcMessageId, done);
     return ack;
   }
 
+  /**
+   * Takes the command in hand for one SMTP attempt: its row recorded (or found) with the composed
+   * message, state `sending`, the attempt counted. The first delivery of a message that fits in
+   * memory does all of it in one statement — composed first, then one `INSERT … ON CONFLICT DO
+   * NOTHING RETURNING` records it composed and in flight. Everything else (a redelivery, a message
+   * over the inline limit, a refusal, a mailbox without smtp) takes the careful path: the row
+   * first, then what it says.
+   */
+  async #claim(c: SendRequested, addressed: SubjectMailbox, mailbox: Mailbox, rfcMessageId: string, log: Logger): Promise<Claim> {
+    if (mailbox.smtp) {
+      let composed: Composed | undefined;
+      try {
+        composed = await this.#composeInMemory(c, mailbox, rfcMessageId);
+      } catch (error) {
+        // Refused: the careful path records the row and reports it.
+        if (!(error instanceof RefusedCommandError)) throw error;
+      }
+      if (composed) {
+        const r = await this.o.pool.query<SendRow>(
+          `INSERT INTO sends (command_id, tenant, mailbox, kind, state, rfc_message_id, attempts, raw, raw_object, raw_size, raw_sha256, envelope, in_reply_to, reply_references)
+           VALUES ($1, $2, $3, $4, 'sending', $5, 1, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (command_id) DO NOTHING RETURNING ${ROW_COLUMNS}`,
+          [c.commandId, c.tenant, c.mailbox, c.kind, rfcMessageId, composed.bytes, composed.objectName, composed.bytes.length, composed.sha256, JSON.stringify(composed.envelope), composed.inReplyTo, composed.references],
+        );
+        const row = r.rows[0];
+        if (row) return { kind: "send", row, bytes: composed.bytes };
+      }
+    }
+    let row = await this.#record(c, rfcMessageId);
+    if (row.tenant !== c.tenant || row.mailbox !== c.mailbox) {
+      // The id belongs to another mailbox's command: its row (and its sent message) stay untouched.
+      return { kind: "done", verdict: await this.#refuse(c, addressed, `command id ${c.commandId} is already used by another mailbox's command: use a new id`) };
+    }
+    if (row.state === "failed") {
+      log.info("command already failed; not sending again");
+      return { kind: "done", verdict: ack };
+    }
+    if (row.state === "sent") {
+      // A crash (or a lost ack) after the server's 250: finish the bookkeeping, never send again.
+      log.info("command already sent; publishing its event again");
+      if (row.raw) await this.#putArchiveCopy(row, row.raw);
+      await this.#publishSent(c, rfcMessageId, row);
+      await this.#copyToSent(c, mailbox, rfcMessageId, row);
+      return { kind: "done", verdict: ack };
+    }
+    if (!mailbox.smtp) return { kind: "done", verdict: await this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null) };
+    if (!row.raw_object) {
+      // Composed once: every later attempt sends these same bytes.
+      try {
+        row = await this.#composeAndStore(c, mailbox, rfcMessageId);
+      } catch (error) {
+        if (error instanceof RefusedCommandError) return { kind: "done", verdict: await this.#fail(c, true, error.message, null, null) };
+        throw error;
+      }
+    }
+    const marked = await this.o.pool.query<{ attempts: number }>("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1 RETURNING attempts", [c.commandId]);
+    return { kind: "send", row: { ...row, state: "sending", attempts: marked.rows[0]!.attempts }, bytes: row.raw ?? undefined };
+  }
+
   /** Inserts the pending row if new; returns the current row. */
   async #record(c: SendRequested, rfcMessageId: string): Promise<SendRow> {
-    await this.o.pool.query(
-      `INSERT INTO sends (command_id, tenant, mailbox, kind, state, rfc_message_id) VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (command_id) DO NOTHING`,
+    // A new command's row comes back from the INSERT itself; only an existing one is read.
+    const inserted = await this.o.pool.query<SendRow>(
+      `INSERT INTO sends (command_id, tenant, mailbox, kind, state, rfc_message_id) VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (command_id) DO NOTHING RETURNING ${ROW_COLUMNS}, raw`,
       [c.commandId, c.tenant, c.mailbox, c.kind, rfcMessageId],
     );
-    const r = await this.o.pool.query<SendRow>("SELECT * FROM sends WHERE command_id = $1", [c.commandId]);
+    if (inserted.rows[0]) return inserted.rows[0];
+    const r = await this.o.pool.query<SendRow>(`SELECT ${ROW_COLUMNS}, raw FROM sends WHERE command_id = $1`, [c.commandId]);
     return r.rows[0]!;
   }
 
-  async #original(messageKey: string): Promise<Original> {
+  async #original(c: SendRequested, messageKey: string): Promise<Original> {
     const r = await this.o.pool.query<{
       id: string;
       rfc_message_id: string;
@@ -295,13 +425,17 @@ export class SmtpSender {
       html_body: string | null;
       archive_path: string;
       purged_at: Date | null;
+      tenant: string;
+      mailbox: string;
     }>(
-      `SELECT id, rfc_message_id, "references", subject, from_address, date_header, received_at, text_body, html_body, archive_path, purged_at FROM messages WHERE message_key = $1`,
+      `SELECT id, tenant, mailbox, rfc_message_id, "references", subject, from_address, date_header, received_at, text_body, html_body, archive_path, purged_at FROM messages WHERE message_key = $1`,
       [messageKey],
     );
     const row = r.rows[0];
     // Not archived yet (or a wrong key): a transient problem while the archiver catches up.
     if (!row) throw new Error(`original message ${messageKey} is not archived (yet)`);
+    // The key's prefix was checked already; the row's own columns are the authority.
+    if (row.tenant !== c.tenant || row.mailbox !== c.mailbox) throw foreignOriginal(c, messageKey);
     const addresses = await this.o.pool.query<{ role: string; address: string; name: string | null }>(
       "SELECT role, address, name FROM addresses WHERE message_id = $1 ORDER BY ctid",
       [row.id],
@@ -335,8 +469,11 @@ export class SmtpSender {
     };
   }
 
-  /** Builds the message, streams it into the object store and records where it is. */
-  async #composeAndStore(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<SendRow> {
+  /**
+   * Everything the command says checked, the original read, the message built — before a byte is
+   * composed. Throws {@link RefusedCommandError} for a command that must not be sent.
+   */
+  async #prepare(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<ReturnType<typeof buildMessage>> {
     if ((c.kind === "reply" || c.kind === "reply-all") && !mailbox.agentsMayAnswer) throw new RefusedCommandError(`agents may not answer from ${c.tenant}/${c.mailbox} (agentsMayAnswer: false)`);
     if (c.kind === "forward" && !mailbox.agentsMayForward) throw new RefusedCommandError(`agents may not forward from ${c.tenant}/${c.mailbox} (agentsMayForward: false)`);
     if ((c.kind === "reply" || c.kind === "reply-all" || c.kind === "forward") && !c.original) {
@@ -347,14 +484,57 @@ export class SmtpSender {
     for (const [field, list] of [["to", c.to], ["cc", c.cc], ["bcc", c.bcc]] as const) for (const a of list) assertAddress(field, a);
     for (const a of [...mailbox.defaultCc, ...mailbox.defaultBcc]) assertAddress("defaultCc/defaultBcc", a);
 
-    const original = c.original ? await this.#original(c.original) : undefined;
+    // Another mailbox's email (and so its attachments, which are read through it) is never
+    // quoted, forwarded or attached: refused before the archive is read.
+    if (c.original !== undefined && !c.original.startsWith(`${c.tenant}/${c.mailbox}/`)) throw foreignOriginal(c, c.original);
+    const original = c.original ? await this.#original(c, c.original) : undefined;
     if (original?.purgedAt && c.kind === "forward") {
       throw new RefusedCommandError(`the original's files were removed by the archive's retention on ${original.purgedAt.toISOString()}: it can be answered but no longer forwarded`);
     }
-    const { options, envelope, inReplyTo, references } = buildMessage(c, mailbox, rfcMessageId, original);
-    if (envelope.to.length === 0) throw new RefusedCommandError("the message has no recipients: give at least one address in to, cc or bcc");
+    const built = buildMessage(c, mailbox, rfcMessageId, original);
+    if (built.envelope.to.length === 0) throw new RefusedCommandError("the message has no recipients: give at least one address in to, cc or bcc");
+    // The same cap the agent API applies before its 202, here for any command on the bus.
+    const cap = mailbox.smtp!.maxRecipients;
+    if (built.envelope.to.length > cap) throw new RefusedCommandError(`the message has ${built.envelope.to.length} recipients, more than the mailbox allows in one message (${cap}, smtp.maxRecipients): send to fewer`);
+    return built;
+  }
 
-    const objectName = `${c.tenant}/${c.mailbox}/sent/${c.commandId}`;
+  /**
+   * Composes a message that fits in memory (up to {@link INLINE_RAW_MAX_BYTES}) without touching
+   * the object store; undefined when it is larger (the caller streams it into the object store
+   * instead). Over the mailbox's `maxMessageBytes` it is refused like the streamed path.
+   */
+  async #composeInMemory(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<Composed | undefined> {
+    const { options, envelope, inReplyTo, references } = await this.#prepare(c, mailbox, rfcMessageId);
+    const limit = mailbox.smtp!.maxMessageBytes;
+    const stop = Math.min(limit, INLINE_RAW_MAX_BYTES);
+    const source = new MailComposer(options).compile().createReadStream();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > stop) {
+          source.destroy();
+          if (size > limit) throw tooLarge(limit);
+          return undefined;
+        }
+        chunks.push(chunk);
+      }
+    } catch (error) {
+      if (error instanceof RefusedCommandError) throw error;
+      const e = error as NodeJS.ErrnoException;
+      if (e.code === "ENOENT") throw missingAttachment(e);
+      throw error;
+    }
+    const bytes = Buffer.concat(chunks, size);
+    return { bytes, sha256: createHash("sha256").update(bytes).digest("hex"), objectName: sentObjectName(c), envelope, inReplyTo, references };
+  }
+
+  /** Builds the message, streams it into the object store and records where it is. */
+  async #composeAndStore(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<SendRow> {
+    const { options, envelope, inReplyTo, references } = await this.#prepare(c, mailbox, rfcMessageId);
+    const objectName = sentObjectName(c);
     const hash = createHash("sha256");
     let size = 0;
     const limit = mailbox.smtp!.maxMessageBytes;
@@ -363,7 +543,7 @@ export class SmtpSender {
         size += chunk.length;
         hash.update(chunk);
         // Stop reading the archive as soon as the limit is passed rather than storing 2 GB first.
-        if (size > limit) done(new RefusedCommandError(`the message is over the mailbox's limit of ${limit} bytes (smtp.maxMessageBytes): remove attachments or raise the limit`));
+        if (size > limit) done(tooLarge(limit));
         else done(null, chunk);
       },
     });
@@ -371,11 +551,7 @@ export class SmtpSender {
     // pipe() does not pass a source error on; without this a missing attachment file would leave
     // the object store waiting for the end of a stream that never ends.
     source.once("error", (error: NodeJS.ErrnoException) => {
-      counting.destroy(
-        error.code === "ENOENT"
-          ? new RefusedCommandError(`an attachment of the original is missing from the archive (${error.path ?? "unknown file"}): it cannot be forwarded`)
-          : error,
-      );
+      counting.destroy(error.code === "ENOENT" ? missingAttachment(error) : error);
     });
     const stream = source.pipe(counting);
     try {
@@ -384,49 +560,40 @@ export class SmtpSender {
       await this.#raw!.delete(objectName).catch(() => undefined);
       const refused = error instanceof RefusedCommandError ? error : (error as { cause?: unknown })?.cause;
       if (refused instanceof RefusedCommandError) throw refused;
-      if (size > limit) throw new RefusedCommandError(`the message is over the mailbox's limit of ${limit} bytes (smtp.maxMessageBytes): remove attachments or raise the limit`);
+      if (size > limit) throw tooLarge(limit);
       throw error;
     }
     const r = await this.o.pool.query<SendRow>(
-      `UPDATE sends SET raw_object = $2, raw_size = $3, raw_sha256 = $4, envelope = $5, in_reply_to = $6, reply_references = $7, updated_at = now()
-       WHERE command_id = $1 RETURNING *`,
+      `UPDATE sends SET raw_object = $2, raw_size = $3, raw_sha256 = $4, envelope = $5, in_reply_to = $6, reply_references = $7, raw = NULL, updated_at = now()
+       WHERE command_id = $1 RETURNING ${ROW_COLUMNS}, raw`,
       [c.commandId, objectName, size, hash.digest("hex"), JSON.stringify(envelope), inReplyTo, references],
     );
     return r.rows[0]!;
   }
 
-  async #send(c: SendRequested, mailbox: Mailbox, row: SendRow, credential: Credential): Promise<string> {
-    const attempt = async (credential: Credential) => {
+  /** The archive's copy of a message composed in memory: the object mail.sent names. */
+  async #putArchiveCopy(row: SendRow, bytes: Buffer): Promise<void> {
+    await this.#raw!.putBlob({ name: row.raw_object! }, bytes);
+  }
+
+  /** One SMTP transaction over the mailbox's pooled connections; one fresh credential after a refused login. */
+  async #send(c: SendRequested, mailbox: Mailbox, row: SendRow, bytes: Buffer | undefined): Promise<PoolSendResult> {
+    const body = async (): Promise<Buffer | Readable> => {
+      if (bytes) return bytes;
       const object = await this.#raw!.get(row.raw_object!);
       if (!object) throw new Error(`the composed message ${row.raw_object} is gone from the object store`);
-      const transport = nodemailer.createTransport(transportOptions(mailbox.smtp!, credential));
-      try {
-        const info = await transport.sendMail({ envelope: row.envelope!, raw: Readable.fromWeb(object.data as never) });
-        // Some recipients refused, others accepted: the message is sent (it cannot be taken back);
-        // the refusals are kept with the row and logged for the agent's side to see.
-        const rejectedErrors = (info as { rejectedErrors?: { recipient?: string; response?: string; message: string }[] }).rejectedErrors ?? [];
-        const refused = rejectedErrors.map((e) => `${e.recipient ?? "?"}: ${e.response ?? e.message}`);
-        if (refused.length) {
-          this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, refused: refused.length }, "some recipients were refused");
-          await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `recipients refused: ${refused.join("; ")}`]);
-        }
-        return info.response;
-      } finally {
-        transport.close();
-      }
+      return Readable.fromWeb(object.data as never);
     };
     try {
-      return await attempt(credential);
+      return await this.#pools.send(c.tenant, c.mailbox, mailbox.smtp!, row.envelope!, await body());
     } catch (error) {
       const e = error as { code?: string; responseCode?: number };
       // An authentication refusal may be a stale token: ask token-service once for a fresh one.
       if (e.code !== "EAUTH" && e.responseCode !== 535) throw error;
       this.o.logger.info({ tenant: c.tenant, mailbox: c.mailbox }, "smtp login refused; asking for a fresh credential once");
-      const fresh = await this.#credentials.get(c.tenant, c.mailbox, "smtp", true);
-      return await attempt(fresh);
+      return await this.#pools.sendAfterRefusal(c.tenant, c.mailbox, mailbox.smtp!, row.envelope!, await body());
     }
   }
-
   async #publishSent(c: SendRequested, rfcMessageId: string, row: SendRow): Promise<void> {
     const raw: ObjectRef = { bucket: this.o.names.buckets.rawMail, name: row.raw_object!, size: Number(row.raw_size), sha256: row.raw_sha256! };
     const sent: MailSent = {
@@ -440,6 +607,7 @@ export class SmtpSender {
       raw,
       envelope: row.envelope!,
       serverResponse: row.server_response ?? "",
+      refused: row.refused ?? [],
       ...(c.sessionId ? { sessionId: c.sessionId } : {}),
       sentAt: (row.sent_at ?? new Date()).toISOString(),
     };
@@ -469,6 +637,7 @@ export class SmtpSender {
    * removed the object — from the archive on disk.
    */
   async #sentBytes(c: SendRequested, row: SendRow): Promise<Buffer> {
+    if (row.raw) return row.raw;
     const object = await this.#raw!.get(row.raw_object!);
     if (object) {
       const chunks: Buffer[] = [];
@@ -518,6 +687,18 @@ export class SmtpSender {
     return ack;
   }
 
+  /**
+   * Refuses a command that reaches beyond the mailbox of its subject, touching nothing of the
+   * mailbox it names (no row, no status): the refusal is told on the subject's mailbox — the one
+   * the publisher was allowed to address — and never sent.
+   */
+  async #refuse(c: SendRequested, addressed: SubjectMailbox, reason: string): Promise<Verdict> {
+    await this.#publishFailed({ ...c, ...addressed }, true, reason, null, null, `${c.commandId}#refused`);
+    this.o.events?.onFailed?.({ tenant: addressed.tenant, mailbox: addressed.mailbox, kind: c.kind, responseCode: null });
+    this.o.logger.warn({ tenant: addressed.tenant, mailbox: addressed.mailbox, commandId: c.commandId, named: `${c.tenant}/${c.mailbox}`, reason }, "send command refused");
+    return ack;
+  }
+
   async #publishFailed(c: SendRequested, permanent: boolean, reason: string, serverResponse: string | null, code: number | null, msgId: string): Promise<void> {
     const failed: SendFailed = {
       version: "v1",
@@ -532,6 +713,24 @@ export class SmtpSender {
     };
     await publishJson(this.#js, this.o.names.subjects.mailSendFailed(c.tenant, c.mailbox), failed, { msgId });
   }
+}
+
+/** The refusal of a reply or forward whose original belongs to another tenant or mailbox. */
+function foreignOriginal(c: SendRequested, messageKey: string): RefusedCommandError {
+  return new RefusedCommandError(`the original ${messageKey} is not an email of mailbox ${c.tenant}/${c.mailbox}: a command may only answer or forward its own mailbox's email`);
+}
+
+/** Where a sent message's bytes are in the raw-mail object store (the archive's copy). */
+function sentObjectName(c: SendRequested): string {
+  return `${c.tenant}/${c.mailbox}/sent/${c.commandId}`;
+}
+
+function tooLarge(limit: number): RefusedCommandError {
+  return new RefusedCommandError(`the message is over the mailbox's limit of ${limit} bytes (smtp.maxMessageBytes): remove attachments or raise the limit`);
+}
+
+function missingAttachment(error: NodeJS.ErrnoException): RefusedCommandError {
+  return new RefusedCommandError(`an attachment of the original is missing from the archive (${error.path ?? "unknown file"}): it cannot be forwarded`);
 }
 
 /** token-service could not give a credential: an administrator's problem, or a transient one. */
@@ -556,14 +755,10 @@ export function buildMessage(
   const isReply = c.kind === "reply" || c.kind === "reply-all";
   let to = c.to;
   let cc = c.cc;
-  if (original && c.kind === "reply" && to.length === 0) to = replyRecipients(original);
-  if (original && c.kind === "reply-all") {
-    // The original's other recipients came from a stranger's headers: unusable ones (group
-    // syntax, garbage) are left out rather than refusing the agent's whole reply.
-    const all = replyAllRecipients(original, mailbox.address);
-    to = [...c.to, ...all.to.filter(isValidAddress)];
-    cc = [...c.cc, ...all.cc.filter(isValidAddress)];
-  }
+  // Recipients the command names are the ones the agent saw and confirmed; only a reply that
+  // names none gets them from the one shared rule (never both: that is how a reply-all used to
+  // gain the original's To a second time, in another field).
+  if (original && isReply && to.length === 0 && cc.length === 0) ({ to, cc } = replyRecipients(c.kind as "reply" | "reply-all", original, [mailbox.address, ...mailbox.aliases]));
   const recipients = mergeRecipients(to, [...cc, ...mailbox.defaultCc], [...c.bcc, ...mailbox.defaultBcc]);
   for (const a of [...recipients.to, ...recipients.cc]) assertAddress("recipient", a);
 
@@ -615,9 +810,17 @@ export function buildMessage(
     messageId: rfcMessageId,
     ...(inReplyTo ? { inReplyTo } : {}),
     ...(references.length ? { references } : {}),
-    // Alerts are automatic mail: RFC 3834 tells auto-responders not to answer them.
-    headers: c.kind === "alert" ? { "Auto-Submitted": "auto-generated" } : {},
+    // Every message carries the mailbox's loop stamp, so the archiver recognises it if it ever
+    // comes back into the mailbox (a forwarding customer address, a list we wrote to). Alerts are
+    // automatic mail: RFC 3834 tells auto-responders not to answer them.
+    headers: { [LOOP_HEADER]: loopStamp(c.tenant, c.mailbox), ...(c.kind === "alert" ? { "Auto-Submitted": "auto-generated" } : {}) },
   };
   const envelope = { from: mailbox.address, to: [...recipients.to, ...recipients.cc, ...recipients.bcc] };
   return { options, envelope, inReplyTo, references };
+}
+
+/** How many deliveries a command makes, for the rate limit: its addresses and the mailbox's default Cc/Bcc. */
+function recipientCount(c: SendRequested, mailbox: Mailbox): number {
+  const explicit = c.to.length + c.cc.length + c.bcc.length;
+  return Math.max(1, explicit) + mailbox.defaultCc.length + mailbox.defaultBcc.length;
 }

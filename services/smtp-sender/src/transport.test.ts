@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { transportOptions } from "./transport.js";
 
 const password = { version: "v1" as const, mechanism: "PLAIN" as const, username: "support@acme.test", password: "pw" };
-const base = { host: "smtp.acme.test", verifyCertificate: true, maxMessageBytes: 1, ratePerMinute: 30 };
+const base = { host: "smtp.acme.test", verifyCertificate: true, maxMessageBytes: 1, ratePerMinute: 30, recipientsPerMinute: 100, maxRecipients: 50 };
 
 test("STARTTLS on 587 is required, never silently plain, and certificates are verified", () => {
   const o = transportOptions({ ...base, tls: "starttls" }, password);

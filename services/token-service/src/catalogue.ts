@@ -1,3 +1,5 @@
+import { EXCHANGE_BASIC_SMTP_END } from "@postroom/config";
+
 /**
  * What administrators hit, and what to tell them: the provider signals Postroom recognises, each
  * with what it means and the exact fix. Matched on codes (AADSTS numbers, reply codes), never on
@@ -161,7 +163,7 @@ const SERVER_SIGNALS: CatalogueEntry[] = [
     code: "SMTP 550 5.7.30",
     kind: "needs-admin",
     meaning: "password (basic) SMTP AUTH is retired for this tenant",
-    fix: "switch the mailbox to OAuth: auth type microsoft365 with SMTP.SendAsApp consented",
+    fix: EXCHANGE_BASIC_SMTP_END.fix,
   },
   {
     code: "password refused",

@@ -9,8 +9,9 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import type { PostroomConfigInput } from "@postroom/config";
-import { MailboxAuthStatus, names, type Credential, type CredentialPurpose } from "@postroom/contracts";
-import { CredentialClient, CredentialUnavailableError, connectNats, openKv, type NatsConnection } from "@postroom/nats-kit";
+import { MailboxAuthStatus, names, SealedReply, type Credential, type CredentialPurpose } from "@postroom/contracts";
+import { CredentialClient, CredentialUnavailableError, connectNats, openKv, openReply, replyKeys, type NatsConnection } from "@postroom/nats-kit";
+import nacl from "tweetnacl";
 import {
   cleanupNamespace,
   natsUrl,
@@ -46,6 +47,8 @@ let cert: RsaCertificate;
 let google: { privateKey: string; publicKey: string };
 const logs: string[] = [];
 const traffic: string[] = [];
+/** Every access token the client received, searched for in the traffic at the end. */
+const issuedTokens: string[] = [];
 
 before(async () => {
   dir = tempDir("token-service");
@@ -144,6 +147,7 @@ function claims(token: string): Record<string, unknown> {
 async function xoauth2(mailbox: string, purpose: CredentialPurpose = "imap", rejected = false): Promise<Extract<Credential, { mechanism: "XOAUTH2" }>> {
   const c = await client.get("acme", mailbox, purpose, rejected);
   assert.equal(c.mechanism, "XOAUTH2");
+  issuedTokens.push((c as Extract<Credential, { mechanism: "XOAUTH2" }>).accessToken);
   return c as Extract<Credential, { mechanism: "XOAUTH2" }>;
 }
 
@@ -225,6 +229,34 @@ test("password mailboxes still get PLAIN", async () => {
   assert.deepEqual([c.mechanism, c.username], ["PLAIN", "plain@acme.test"]);
 });
 
+test("a request for a mailbox that is not configured, or whose body names another mailbox than its subject, gets no credential", async () => {
+  const ask = async (subject: string, body: Record<string, unknown>) =>
+    (await nc.request(subject, JSON.stringify({ version: "v1", purpose: "imap", ...body }), { timeout: 10_000 })).json() as { error?: { kind: string; message: string }; password?: string };
+  const madeUp = await ask(n.subjects.credentialRequest("acme", "madeup"), {});
+  assert.equal(madeUp.error?.kind, "unknown-mailbox");
+  const otherTenant = await ask(n.subjects.credentialRequest("globex", "plain"), {});
+  assert.equal(otherTenant.error?.kind, "unknown-mailbox");
+  // The plain mailbox exists, but the request says it means the support mailbox: refused, not guessed.
+  const mismatch = await ask(n.subjects.credentialRequest("acme", "plain"), { tenant: "acme", mailbox: "support", replyKey: replyKeys().publicKey });
+  assert.equal(mismatch.error?.kind, "unknown-mailbox");
+  assert.match(mismatch.error?.message ?? "", /names mailbox acme\/support but was sent for acme\/plain/);
+  // A request that could not read a sealed reply (no replyKey) gets an error, not the password in clear.
+  const unsealed = await ask(n.subjects.credentialRequest("acme", "plain"), {});
+  assert.match(unsealed.error?.message ?? "", /no replyKey/);
+  for (const answer of [madeUp, otherTenant, mismatch, unsealed]) assert.equal(answer.password, undefined);
+});
+
+test("a credential reply is sealed to the requesting process: another key pair cannot open it", async () => {
+  const raw = await nc.request(n.subjects.credentialRequest("acme", "plain"), JSON.stringify({ version: "v1", purpose: "imap", tenant: "acme", mailbox: "plain", replyKey: replyKeys().publicKey }), { timeout: 10_000 });
+  const sealed = SealedReply.parse(raw.json());
+  assert.ok(!raw.string().includes(PASSWORD));
+  assert.equal((openReply(sealed) as { password?: string }).password, PASSWORD, "this process opens it");
+  const other = nacl.box.keyPair();
+  assert.throws(() => openReply(sealed, { publicKey: "", secretKey: other.secretKey }), /could not be opened/);
+  const altered = { ...sealed, sealed: { ...sealed.sealed, box: Buffer.from(Buffer.from(sealed.sealed.box, "base64").map((b, i) => (i === 20 ? b ^ 1 : b))).toString("base64") } };
+  assert.throws(() => openReply(altered), /could not be opened/);
+});
+
 test("each mailbox's auth state is in the mailbox-status bucket under <t>.<m>.auth, with code, fix and expiry warnings", async () => {
   const kv = await openKv(nc, n.buckets.mailboxStatus);
   const read = async (mailbox: string) => {
@@ -259,6 +291,9 @@ test("no client secret, private key or service-account key appears in token-serv
     assert.ok(!traffic.some((t) => t.includes(secret)), "a secret is in the NATS traffic");
   }
   assert.ok(!logs.some((l) => l.includes(PASSWORD)), "the password is in the logs");
-  // A password mailbox's credential reply carries the password to the requester's inbox, by design.
-  assert.ok(traffic.filter((t) => t.includes(PASSWORD)).every((t) => t.startsWith("_INBOX.") && t.includes('"mechanism":"PLAIN"')));
+  // Credential replies are sealed: neither the password nor any access token handed out is in the traffic.
+  assert.ok(!traffic.some((t) => t.includes(PASSWORD)), "the password is in the NATS traffic");
+  assert.ok(issuedTokens.length > 3, `${issuedTokens.length} tokens issued`);
+  for (const token of issuedTokens) assert.ok(!traffic.some((t) => t.includes(token)), "an access token is in the NATS traffic");
+  assert.ok(traffic.some((t) => t.startsWith("_INBOX.") && t.includes('"sealed"')), "the replies were captured, sealed");
 });

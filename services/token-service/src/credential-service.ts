@@ -1,12 +1,15 @@
 import type { MailboxAuth, PostroomConfig } from "@postroom/config";
 import { allMailboxes, findMailbox, resolveSecret, SecretError } from "@postroom/config";
-import { CredentialRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names } from "@postroom/contracts";
-import type { NatsConnection } from "@postroom/nats-kit";
+import { CredentialRequest, mailboxOfSubject, SignInRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names, type SignInReply } from "@postroom/contracts";
+import { sealReply, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
+import { randomUUID } from "node:crypto";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { CredentialConfigError, classifyTokenFailure, type TokenFailure } from "./classify.js";
+import { MicrosoftDelegatedSource } from "./delegated.js";
 import { expiryWarnings, type ExpiryWarning } from "./expiry.js";
+import type { GrantStore } from "./grant-store.js";
 import {
   GoogleTokenSource,
   MicrosoftTokenSource,
@@ -44,10 +47,15 @@ export interface CredentialServiceOptions {
   needsAdminRetryMs?: number;
   /** Metrics seam. */
   events?: CredentialServiceEvents;
+  /** The sealed store of delegated grants (config `tokenStore`); delegated mailboxes need it. */
+  grants?: GrantStore;
+  /** The config file as operators name it, for the re-sign-in command (default: POSTROOM_CONFIG). */
+  configPath?: string;
 }
 
 type Reply = Credential | CredentialError;
-type OAuthAuth = Exclude<MailboxAuth, { type: "password" }>;
+type OAuthAuth = Exclude<MailboxAuth, { type: "password" | "microsoft-delegated" }>;
+type DelegatedAuth = Extract<MailboxAuth, { type: "microsoft-delegated" }>;
 
 /** A token source that resolves its secret references on every fetch, so a rotated secret is used without a restart. */
 class ResolvingSource implements TokenSource {
@@ -99,6 +107,8 @@ export class CredentialService {
   #signatures = new Map<string, string>();
   #warnings = new Map<string, ExpiryWarning[]>();
   #expiryTimer: NodeJS.Timeout | undefined;
+  #delegated = new Map<string, MicrosoftDelegatedSource>();
+  #signIns = new Map<string, NonNullable<MailboxAuthStatus["signIn"]>>();
 
   constructor(private readonly options: CredentialServiceOptions) {}
 
@@ -124,6 +134,17 @@ export class CredentialService {
         }
       })();
     }
+    const signInSubjects = tenants?.length ? tenants.map((t) => names.subjects.wildcard.signIn(t)) : [names.subjects.wildcard.signIn()];
+    for (const subject of signInSubjects) {
+      const sub = nc.subscribe(subject, { queue: "token-service" });
+      this.#subs.push(sub);
+      void (async () => {
+        for await (const msg of sub) {
+          const p = this.#handleSignIn(msg).finally(() => this.#handling.delete(p));
+          this.#handling.add(p);
+        }
+      })();
+    }
     await nc.flush();
     await this.checkExpiry();
     this.#expiryTimer = setInterval(() => void this.checkExpiry(), this.options.expiryCheckMs ?? 6 * 3_600_000);
@@ -131,22 +152,34 @@ export class CredentialService {
   }
 
   async #handle(msg: Msg): Promise<void> {
-    // <root>.<tenant>.auth.credential.<mailbox>: the root is a single token.
-    const parts = msg.subject.split(".");
     const started = Date.now();
-    const reply = await this.#answer(parts[1] ?? "", parts[4] ?? "", msg.data).catch((error: unknown) => {
+    // The subject is the requester's claim: it must be exactly a credential subject of a mailbox
+    // this replica serves, or nothing of the configuration is consulted for it.
+    const at = mailboxOfSubject(this.options.names.subjects.credentialRequest, msg.subject);
+    const served = at !== undefined && this.#serves(at.tenant, at.mailbox);
+    const reply = await (served ? this.#answer(at.tenant, at.mailbox, msg.data) : Promise.resolve(unknownMailbox(msg.subject))).catch((error: unknown) => {
       // A bug here must not leave the requester waiting for its timeout, nor crash the process.
       this.options.logger.error({ problem: (error as Error).message }, "credential request failed unexpectedly");
       return failure("transient", "token-service failed to answer this request", "internal", null);
     });
     this.#served++;
-    msg.respond(JSON.stringify(reply));
+    // A secret travels only sealed to the requester's key (#answer refuses a request without one).
+    const key = replyKeyOf(msg.data);
+    msg.respond(JSON.stringify(key && !("error" in reply) ? sealReply(reply, key) : reply));
     this.options.events?.onAnswered?.({
-      tenant: parts[1] ?? "",
-      mailbox: parts[4] ?? "",
+      // A made-up mailbox is never a label value (it would be a new series per request).
+      tenant: served ? at.tenant : "unknown",
+      mailbox: served ? at.mailbox : "unknown",
       outcome: "error" in reply ? reply.error.kind : "ok",
       ms: Date.now() - started,
     });
+  }
+
+  /** True when the mailbox is configured and its tenant is one this replica serves. */
+  #serves(tenantId: string, mailboxId: string): boolean {
+    const tenants = this.options.tenants;
+    if (tenants?.length && !tenants.includes(tenantId)) return false;
+    return findMailbox(this.options.config, tenantId, mailboxId) !== undefined;
   }
 
   async #answer(tenantId: string, mailboxId: string, data: Uint8Array): Promise<Reply> {
@@ -156,6 +189,13 @@ export class CredentialService {
       request = CredentialRequest.parse(JSON.parse(new TextDecoder().decode(data)));
     } catch {
       return failure("transient", "the credential request is not a v1 request", null, "upgrade the requesting service");
+    }
+    if (!request.replyKey) {
+      return failure("transient", "the request carries no replyKey, so its answer could be read by others: no credential is sent in clear", null, "upgrade the requesting service (its CredentialClient seals replies)");
+    }
+    if ((request.tenant !== undefined && request.tenant !== tenantId) || (request.mailbox !== undefined && request.mailbox !== mailboxId)) {
+      log.warn({ named: `${request.tenant ?? tenantId}/${request.mailbox ?? mailboxId}` }, "credential request refused: body and subject name different mailboxes");
+      return failure("unknown-mailbox", `the request names mailbox ${request.tenant ?? tenantId}/${request.mailbox ?? mailboxId} but was sent for ${tenantId}/${mailboxId}`, null, "ask on the subject of the mailbox you mean");
     }
     const ref = findMailbox(this.options.config, tenantId, mailboxId);
     if (!ref) return failure("unknown-mailbox", `no mailbox ${tenantId}/${mailboxId} in the configuration`, null, "add it to the config file");
@@ -175,7 +215,7 @@ export class CredentialService {
         return failure("needs-admin", message, "secret-unresolved", fix);
       }
     }
-    const cache = this.#cacheFor(auth, mailbox.address);
+    const cache = auth.type === "microsoft-delegated" ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases) : this.#cacheFor(auth, mailbox.address);
     try {
       const token = await cache.get(request.rejected);
       if (request.rejected) log.info({ purpose: request.purpose }, "the server rejected a token; a fresh one was served");
@@ -190,6 +230,110 @@ export class CredentialService {
       }
       return failure(f.kind, f.message, f.code, f.fix);
     }
+  }
+
+  /** The re-sign-in command named in every needs-admin answer of a delegated mailbox. */
+  #signInCommand(tenantId: string, mailboxId: string): string {
+    const path = this.options.configPath ?? (this.options.env ?? process.env).POSTROOM_CONFIG ?? "<config file>";
+    return `postroom auth sign-in --config ${path} --mailbox ${tenantId}/${mailboxId}`;
+  }
+
+  /** One delegated mailbox's token source (msal public client over the sealed grant). */
+  #delegatedSource(tenantId: string, mailboxId: string, auth: DelegatedAuth, address: string, aliases: string[]): MicrosoftDelegatedSource {
+    const key = `${tenantId}.${mailboxId}`;
+    let source = this.#delegated.get(key);
+    if (!source) {
+      const grants = this.options.grants;
+      if (!grants) throw new CredentialConfigError("no tokenStore is configured, so delegated grants cannot be kept", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } to the config", "token-store-missing");
+      source = new MicrosoftDelegatedSource(
+        {
+          key: this.options.names.mailboxKey(tenantId, mailboxId),
+          address,
+          aliases,
+          clientId: auth.clientId,
+          authorityTenant: auth.tenant ?? "organizations",
+          scopes: auth.scopes ?? [],
+          cloud: auth.cloud as MicrosoftCloudName,
+          ...(auth.authorityHost === undefined ? {} : { authorityHost: auth.authorityHost }),
+          signInCommand: this.#signInCommand(tenantId, mailboxId),
+        },
+        grants,
+      );
+      this.#delegated.set(key, source);
+    }
+    return source;
+  }
+
+  /** A delegated mailbox's token cache: one per mailbox (the token is the person's own). */
+  #delegatedCache(tenantId: string, mailboxId: string, auth: DelegatedAuth, address: string, aliases: string[]): TokenCache {
+    const key = ["msd", tenantId, mailboxId].join("|");
+    let cache = this.#caches.get(key);
+    if (!cache) {
+      let source: TokenSource;
+      try {
+        source = this.#delegatedSource(tenantId, mailboxId, auth, address, aliases);
+      } catch (error) {
+        source = { acquire: () => Promise.reject(error) };
+      }
+      cache = new TokenCache({ source, needsAdminRetryMs: this.options.needsAdminRetryMs ?? 60_000 });
+      this.#caches.set(key, cache);
+    }
+    return cache;
+  }
+
+  /**
+   * `postroom auth sign-in` asks for a device-code sign-in. token-service runs the whole flow, so
+   * the refresh token is only ever in this process and in the sealed store; the reply carries the
+   * code the person types, and the outcome is written to the mailbox's auth state (`signIn`).
+   */
+  async #handleSignIn(msg: Msg): Promise<void> {
+    const reply = (r: SignInReply): void => {
+      msg.respond(JSON.stringify(r));
+    };
+    const at = mailboxOfSubject(this.options.names.subjects.signIn, msg.subject);
+    if (at === undefined || !this.#serves(at.tenant, at.mailbox)) return reply(unknownMailbox(msg.subject));
+    const { tenant: tenantId, mailbox: mailboxId } = at;
+    const log = this.options.logger.child({ tenant: tenantId, mailbox: mailboxId });
+    try {
+      SignInRequest.parse(JSON.parse(new TextDecoder().decode(msg.data)));
+    } catch {
+      return reply(failure("transient", "the sign-in request is not a v1 request", null, "upgrade the postroom command"));
+    }
+    log.info({}, "delegated sign-in requested");
+    const { mailbox } = findMailbox(this.options.config, tenantId, mailboxId)!;
+    const auth = mailbox.auth.type === "microsoft-delegated" ? mailbox.auth : mailbox.smtp?.auth?.type === "microsoft-delegated" ? mailbox.smtp.auth : undefined;
+    if (!auth) return reply(failure("needs-admin", `mailbox ${tenantId}/${mailboxId} uses ${mailbox.auth.type} auth, which needs no sign-in`, null, "set auth.type: microsoft-delegated to sign a person in"));
+    let source: MicrosoftDelegatedSource;
+    let started: Awaited<ReturnType<MicrosoftDelegatedSource["signIn"]>>;
+    try {
+      source = this.#delegatedSource(tenantId, mailboxId, auth, mailbox.address, mailbox.aliases);
+      started = await source.signIn();
+    } catch (error) {
+      const f = classifyTokenFailure(error);
+      log.warn({ code: f.code, problem: f.message }, "delegated sign-in could not start");
+      return reply(failure(f.kind, f.message, f.code, f.fix));
+    }
+    const id = randomUUID();
+    const key = `${tenantId}.${mailboxId}`;
+    this.#signIns.set(key, { id, state: "pending", message: null, at: new Date().toISOString() });
+    this.#publish(tenantId, mailboxId, "microsoft-delegated", { state: "needs-admin", code: "sign-in-pending", message: `waiting for ${mailbox.address} to sign in`, fix: `open ${started.start.verificationUri} and enter the code shown by postroom auth sign-in` }, null);
+    log.info({ expiresAt: started.start.expiresAt.toISOString() }, "delegated sign-in started; waiting for the person to sign in");
+    reply({ version: "v1", signInId: id, verificationUri: started.start.verificationUri, userCode: started.start.userCode, message: started.start.message, expiresAt: started.start.expiresAt.toISOString() });
+    started.done.then(
+      (username) => {
+        // A new grant: forget the old failure and backoff at once, instead of after needsAdminRetryMs.
+        this.#caches.delete(["msd", tenantId, mailboxId].join("|"));
+        this.#signIns.set(key, { id, state: "done", message: `signed in as ${username}`, at: new Date().toISOString() });
+        log.info({}, "delegated sign-in finished; the grant is stored sealed");
+        this.#publish(tenantId, mailboxId, "microsoft-delegated", { state: "ok", code: null, message: null, fix: null }, null);
+      },
+      (error: unknown) => {
+        const f = classifyTokenFailure(error);
+        this.#signIns.set(key, { id, state: "failed", message: f.message, at: new Date().toISOString() });
+        log.warn({ code: f.code, problem: f.message }, "delegated sign-in failed");
+        this.#publish(tenantId, mailboxId, "microsoft-delegated", { state: "needs-admin", code: f.code ?? "sign-in-failed", message: f.message, fix: `run ${this.#signInCommand(tenantId, mailboxId)} again` }, null);
+      },
+    );
   }
 
   /** The token cache of one credential, created on first use. */
@@ -286,7 +430,8 @@ export class CredentialService {
     // Fast path for the common case (a cached token served again): nothing changed, so nothing
     // to serialise. Expiry-warning updates (keepState) take the full path and forget the
     // signature, since they republish whatever state was there.
-    const signature = `${s.state}|${s.code ?? ""}|${tokenExpiresAt?.getTime() ?? ""}`;
+    const signIn = this.#signIns.get(key);
+    const signature = `${s.state}|${s.code ?? ""}|${tokenExpiresAt?.getTime() ?? ""}|${signIn?.id ?? ""}|${signIn?.state ?? ""}`;
     if (keepState) this.#signatures.delete(key);
     else if (this.#signatures.get(key) === signature) return false;
     else this.#signatures.set(key, signature);
@@ -305,6 +450,7 @@ export class CredentialService {
       fix: state.fix,
       tokenExpiresAt: tokenExpiresAt?.toISOString() ?? (keepState ? (previous?.tokenExpiresAt ?? null) : null),
       warnings,
+      ...(signIn ? { signIn } : {}),
     };
     const text = JSON.stringify(status);
     if (text === previousText) return false;
@@ -321,7 +467,9 @@ export class CredentialService {
 
   async stop(): Promise<void> {
     // Drain: stop taking requests, finish answering those in hand, then stop the expiry timer.
+    // A sign-in still polling is abandoned: its code was for this process only.
     clearInterval(this.#expiryTimer);
+    for (const source of this.#delegated.values()) source.cancelSignIn();
     await Promise.all(this.#subs.map((s) => s.drain()));
     this.#subs = [];
     await Promise.all([...this.#handling]);
@@ -336,6 +484,21 @@ async function resolveConfigSecret(ref: string, env: NodeJS.ProcessEnv, field: s
     const message = error instanceof SecretError ? error.message : `the ${field} reference could not be resolved`;
     throw new CredentialConfigError(`${field}: ${message}`, "set the environment variable or file named in the config", "secret-unresolved", { cause: error });
   }
+}
+
+/** The reply key of a request, if it has a well-formed one (checked again by the schema in #answer). */
+function replyKeyOf(data: Uint8Array): string | undefined {
+  try {
+    const parsed = CredentialRequest.safeParse(JSON.parse(new TextDecoder().decode(data)));
+    return parsed.success ? parsed.data.replyKey : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The answer to a request for a mailbox that is not configured here (the subject echoed, nothing else). */
+function unknownMailbox(subject: string): CredentialError {
+  return failure("unknown-mailbox", `no configured mailbox is served on ${subject}`, null, "add the mailbox to the config file, or ask the token-service that serves its tenant");
 }
 
 function failure(kind: CredentialError["error"]["kind"], message: string, code: string | null, fix: string | null): CredentialError {

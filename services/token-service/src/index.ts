@@ -19,3 +19,7 @@ export { aadstsEntry, catalogue, serverSignal, passwordRefused, fillFix } from "
 export type { CatalogueEntry, FixContext } from "./catalogue.js";
 export { expiryWarnings, certificateExpiry } from "./expiry.js";
 export type { ExpiryWarning } from "./expiry.js";
+export { GrantStore, grantKey, sealGrant, openGrant } from "./grant-store.js";
+export type { GrantKey } from "./grant-store.js";
+export { MicrosoftDelegatedSource } from "./delegated.js";
+export type { DelegatedMailbox, DeviceCodeStart } from "./delegated.js";

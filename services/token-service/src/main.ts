@@ -1,17 +1,22 @@
 #!/usr/bin/env node
-import { loadConfig } from "@postroom/config";
+import { resolve } from "node:path";
+import { loadConfig, resolveSecret } from "@postroom/config";
 import { names } from "@postroom/contracts";
-import { connectNats, openKv } from "@postroom/nats-kit";
-import { createLogger, natsCheck, operationsPort, runService, startTelemetry } from "@postroom/telemetry";
+import { openKv } from "@postroom/nats-kit";
+import { connectService } from "@postroom/runtime";
+import { createLogger, natsCheck, operationsHost, operationsPort, runService, startTelemetry } from "@postroom/telemetry";
 import { CredentialService } from "./credential-service.js";
+import { GrantStore, grantKey } from "./grant-store.js";
 
 const logger = createLogger({ service: "token-service" });
 
 await runService(logger, async () => {
   // First, so /healthz answers while NATS is awaited and instruments are real (see @postroom/runtime).
-  const telemetry = await startTelemetry({ service: "token-service", port: operationsPort(process.env), logger });
+  const telemetry = await startTelemetry({ service: "token-service", port: operationsPort(process.env), host: operationsHost(process.env), logger });
   const config = await loadConfig(process.env);
-  const nc = await connectNats({ url: config.nats.url, name: `token-service-${process.pid}` });
+  // Requests name their mailbox in the subject, which any client may invent: configured ids only as labels.
+  telemetry.metrics.limitLabelsTo(config.tenants);
+  const nc = await connectService(config, "token-service", process.env);
   telemetry.addReadinessCheck("nats", natsCheck(nc));
   let started = false;
   telemetry.addReadinessCheck("started", () => started);
@@ -24,7 +29,19 @@ await runService(logger, async () => {
     onAnswered: (e: { tenant: string; mailbox: string; outcome: string }) =>
       e.outcome === "ok" ? telemetry.metrics.tokenAcquired(e.tenant, e.mailbox, methodOf(e.tenant, e.mailbox)) : telemetry.metrics.tokenFailed(e.tenant, e.mailbox, e.outcome),
   };
-  const service = new CredentialService({ nc, names: n, config, logger, statusKv, events, ...(tenants ? { tenants } : {}) });
+  // Delegated grants: the sealed store, and every grant re-sealed with the active key (rotation).
+  let grants: GrantStore | undefined;
+  if (config.tokenStore) {
+    const keys = await Promise.all([config.tokenStore.key, ...config.tokenStore.previousKeys].map(async (ref) => grantKey(await resolveSecret(ref, process.env))));
+    grants = new GrantStore(await openKv(nc, n.buckets.oauthGrants, { replicas: config.nats.replicas, history: 1 }), keys);
+    const delegated = config.tenants
+      .filter((t) => !tenants?.length || tenants.includes(t.id))
+      .flatMap((t) => t.mailboxes.filter((m) => m.auth.type === "microsoft-delegated" || m.smtp?.auth?.type === "microsoft-delegated").map((m) => n.mailboxKey(t.id, m.id)));
+    const rewrapped = await grants.rewrapAll(delegated);
+    if (rewrapped > 0) logger.info({ rewrapped }, "delegated grants re-sealed with the current tokenStore.key");
+  }
+  const configPath = process.env.POSTROOM_CONFIG ? resolve(process.env.POSTROOM_CONFIG) : undefined;
+  const service = new CredentialService({ nc, names: n, config, logger, statusKv, events, ...(tenants ? { tenants } : {}), ...(grants ? { grants } : {}), ...(configPath ? { configPath } : {}) });
   await service.start();
   started = true;
   return {

@@ -40,11 +40,23 @@ export function statusLine(row: StatusRow, now: Date): StatusLine {
   }
   const stalled = isStalled(s, s.checkIntervalSeconds ?? row.checkIntervalSeconds, now);
   const state = stalled ? `STALLED (${s.state})` : s.state;
-  const error = s.lastError ? `${s.lastError.message}${s.lastError.fix ? ` — fix: ${s.lastError.fix}` : ""}` : "";
+  const error = s.lastError && !errorCleared(s) ? `${s.lastError.message}${s.lastError.fix ? ` — fix: ${s.lastError.fix}` : ""}` : "";
   return {
     cells: [row.tenant, row.mailbox, s.protocol ?? row.protocol, state, s.owner ?? "-", ago(s.lastCheckAt, now), ago(s.lastMessageAt, now), String(s.backlog), error],
     attention: stalled || s.state === "needs-admin",
   };
+}
+
+/**
+ * True when the mailbox's last error is history: a check completed after it and the mailbox is
+ * not backing off or waiting for an administrator. The poller keeps `lastError` in the entry (its
+ * time and words are useful in --json), but the table showed it for ever, so a fixed mailbox still
+ * looked broken.
+ */
+export function errorCleared(s: MailboxStatus): boolean {
+  if (!s.lastError) return true;
+  if (s.state === "backing-off" || s.state === "needs-admin") return false;
+  return s.lastCheckAt !== null && Date.parse(s.lastCheckAt) > Date.parse(s.lastError.at);
 }
 
 /** Left-aligned columns, two spaces apart; the last column is not padded. */

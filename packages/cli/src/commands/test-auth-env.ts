@@ -1,6 +1,7 @@
 // Environment checks of `postroom test-auth`: DNS, TCP and TLS to each host, and the local clock
 // against the identity platform's Date header. They run before any credential is used, so a
 // firewall or a broken proxy is named as such instead of surfacing as an opaque login failure.
+import { certificateErrorCode, certificateExplanation, peerIssuer } from "./test-auth-tls.js";
 import { lookup } from "node:dns/promises";
 import { connect as tcpConnect, isIP, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
@@ -66,14 +67,16 @@ export async function checkEndpoint(e: Endpoint): Promise<StepResult[]> {
     results.push({ step: "tls", verdict: "pass", summary: `${name} TLS handshake (${protocol}) with a trusted certificate` });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? "error";
+    const certCode = certificateErrorCode(error);
+    const certificate = certCode === undefined ? undefined : certificateExplanation(certCode, e.host, e.port, await peerIssuer(e.host, address, e.port));
     results.push({
       step: "tls",
       verdict: "fail",
       summary: `${name} TLS failed: ${(error as Error).message}`,
-      explanation: {
+      explanation: certificate ?? {
         code,
-        meaning: "the TLS handshake failed or the server's certificate is not trusted",
-        fix: "if a proxy inspects TLS, give its CA certificate with NODE_EXTRA_CA_CERTS=/path/ca.pem; otherwise check the host name and port (implicit TLS ports: 993, 995, 465, 443)",
+        meaning: "the TLS handshake failed before any certificate was checked",
+        fix: "check the host name, port and TLS mode (implicit TLS ports: 993, 995, 465, 443; 143, 110 and 587 use STARTTLS)",
       },
     });
   }

@@ -1,5 +1,6 @@
 // The checks of `postroom test-auth`, in order. Each returns verdicts; none throws. Secrets are
 // used to log in and never printed: a verdict names the reference or the server's reply only.
+import { certificateErrorCode, certificateExplanation } from "./test-auth-tls.js";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import {
@@ -244,7 +245,7 @@ export class AuthChecks {
         const explanation = stage === "select" && !e.authenticationFailed ? { ...this.#refusal("imap", "User is authenticated but not connected.", this.t.auth), code: `select failed (server: ${text})` } : this.#refusal("imap", text, this.t.auth);
         this.steps.push({ step: "imap", verdict: "fail", summary: stage === "select" ? `logged in, but ${s.folder} could not be selected` : `${s.host}:${s.port} refused the login of ${cred.user}`, explanation });
       } else {
-        this.steps.push({ step: "imap", verdict: "fail", summary: `IMAP connection failed: ${e.message}`, explanation: { code: e.code ?? "connection", meaning: "the IMAP session broke before the login finished", fix: "check host, port and TLS mode (993 implicit, 143 STARTTLS) and the server's certificate" } });
+        this.steps.push({ step: "imap", verdict: "fail", summary: `IMAP connection failed: ${e.message}`, explanation: connectionExplanation(error, s, { code: e.code ?? "connection", meaning: "the IMAP session broke before the login finished", fix: "check host, port and TLS mode (993 implicit, 143 STARTTLS) and the server's certificate" }) });
       }
     } finally {
       await client.logout().catch(() => client.close());
@@ -274,7 +275,7 @@ export class AuthChecks {
       const stat = await pop.command("STAT");
       this.steps.push({ step: "pop3", verdict: stat.startsWith("+OK") ? "pass" : "fail", summary: `logged in to ${s.host}:${s.port} as ${cred.user}; STAT ${stat}` });
     } catch (error) {
-      this.steps.push({ step: "pop3", verdict: "fail", summary: `POP3 connection failed: ${(error as Error).message}`, explanation: { code: (error as NodeJS.ErrnoException).code ?? "connection", meaning: "the POP3 session broke before the login finished", fix: "check host, port and TLS mode (995 implicit, 110 STLS)" } });
+      this.steps.push({ step: "pop3", verdict: "fail", summary: `POP3 connection failed: ${(error as Error).message}`, explanation: connectionExplanation(error, s, { code: (error as NodeJS.ErrnoException).code ?? "connection", meaning: "the POP3 session broke before the login finished", fix: "check host, port and TLS mode (995 implicit, 110 STLS)" }) });
     } finally {
       pop?.close();
     }
@@ -307,7 +308,7 @@ export class AuthChecks {
       if (e.code === "EAUTH" || (e.responseCode !== undefined && e.responseCode >= 500)) {
         this.steps.push({ step: "smtp", verdict: "fail", summary: `${s.host}:${s.port} refused the login of ${cred.user}`, explanation: this.#refusal("smtp", e.response ?? e.message, auth) });
       } else {
-        this.steps.push({ step: "smtp", verdict: "fail", summary: `SMTP connection failed: ${e.message}`, explanation: { code: e.code ?? "connection", meaning: "the SMTP session broke before the login finished", fix: "check host, port and TLS mode (587 STARTTLS, 465 implicit)" } });
+        this.steps.push({ step: "smtp", verdict: "fail", summary: `SMTP connection failed: ${e.message}`, explanation: connectionExplanation(error, s, { code: e.code ?? "connection", meaning: "the SMTP session broke before the login finished", fix: "check host, port and TLS mode (587 STARTTLS, 465 implicit)" }) });
       }
       transport.close();
       return;
@@ -393,4 +394,10 @@ class Pop3 {
     this.socket.end("QUIT\r\n");
     this.socket.destroy();
   }
+}
+
+/** A certificate problem explained as such; any other connection failure as `otherwise`. */
+function connectionExplanation(error: unknown, s: { host: string; port: number }, otherwise: Explanation): Explanation {
+  const code = certificateErrorCode(error);
+  return (code === undefined ? undefined : certificateExplanation(code, s.host, s.port)) ?? otherwise;
 }

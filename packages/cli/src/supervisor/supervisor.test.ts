@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Supervisor, type ServiceCommand, type SupervisorEvent } from "./supervisor.js";
 
@@ -98,8 +101,15 @@ describe("Supervisor", () => {
 
   it("stop() terminates every child, and no PID is left running", async () => {
     const out = new Capture();
+    // Child c says it has its SIGTERM handler by creating a file: the test waits on that state,
+    // not on a fixed pause that a loaded machine can outlast.
+    const marker = join(mkdtempSync(join(tmpdir(), "supervisor-")), "c-ready");
     const supervisor = new Supervisor({
-      services: [node("a", KEEP_ALIVE), node("b", KEEP_ALIVE), node("c", `process.on("SIGTERM", () => { console.log("draining"); process.exit(0); }); ${KEEP_ALIVE}`)],
+      services: [
+        node("a", KEEP_ALIVE),
+        node("b", KEEP_ALIVE),
+        node("c", `process.on("SIGTERM", () => { console.log("draining"); process.exit(0); }); require("node:fs").writeFileSync(${JSON.stringify(marker)}, ""); ${KEEP_ALIVE}`),
+      ],
       output: out,
       colour: false,
     });
@@ -107,7 +117,7 @@ describe("Supervisor", () => {
     const pids = supervisor.status().map((s) => s.pid);
     assert.equal(pids.length, 3);
     for (const pid of pids) assert.ok(pid !== undefined && isAlive(pid));
-    await new Promise((r) => setTimeout(r, 200)); // let child c install its SIGTERM handler
+    await waitFor("child c's SIGTERM handler", () => existsSync(marker), 30_000);
     await supervisor.stop();
     for (const pid of pids) assert.equal(isAlive(pid as number), false, `pid ${pid} still running`);
     assert.deepEqual(supervisor.status().map((s) => s.pid), [undefined, undefined, undefined]);

@@ -148,6 +148,17 @@ export class Supervisor {
     }
   }
 
+  /** Sends `sig` to the named services that are running (a reload: SIGHUP); returns the names signalled. */
+  signalServices(sig: NodeJS.Signals, names: readonly string[]): string[] {
+    const sent: string[] = [];
+    for (const m of this.managed) {
+      if (!names.includes(m.spec.name) || !m.child) continue;
+      signal(m.child, sig);
+      sent.push(m.spec.name);
+    }
+    return sent;
+  }
+
   /** The current state of every service. */
   status(): ServiceStatus[] {
     return this.managed.map((m) => ({ name: m.spec.name, pid: m.child?.pid, restarts: m.restarts }));

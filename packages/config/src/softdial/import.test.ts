@@ -129,6 +129,55 @@ describe("importSoftdial: field mapping", () => {
     assert.ok(!Object.values(env).includes("unused-pass"), "the unused basic password is not carried over");
   });
 
+  it("UseBasicAuth on an Office 365 SMTP host without Azure fields keeps the password and warns with the date and the fix", () => {
+    const { mailbox, warnings, env } = importOne({ fields: { SmtpServer: "smtp.office365.com", SmtpPort: "587" } });
+    assert.equal(mailbox.auth.type, "password");
+    assert.equal(mailbox.smtp?.auth, undefined, "SMTP keeps the mailbox's password");
+    const w = warnings.find((x) => x.includes("smtp.office365.com"));
+    assert.match(w ?? "", /end of December 2026/);
+    assert.match(w ?? "", /550 5\.7\.30/);
+    assert.match(w ?? "", /smtp\.auth: \{ type: microsoft365/);
+    assert.ok(Object.values(env).includes("mailbox-pass-1"));
+  });
+
+  it("UseBasicAuth on an Office 365 SMTP host with the campaign's Azure fields sends over OAuth, with the app's secret in the env file", () => {
+    const { mailbox, warnings, env, yaml } = importOne({
+      fields: {
+        SmtpServer: "smtp.office365.com",
+        AzureBusinessAuthClientId: "061851f7-08c0-40bf-99c1-ebd489c11f16",
+        AzureBusinessAuthTenantId: "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+        AzureBusinessAuthSecret: "Xy8Q~smtp-secret",
+      },
+    });
+    assert.equal(mailbox.auth.type, "password", "reading keeps what UseBasicAuth asked for");
+    const smtpAuth = mailbox.smtp?.auth;
+    assert.ok(smtpAuth?.type === "microsoft365");
+    assert.equal(smtpAuth.clientId, "061851f7-08c0-40bf-99c1-ebd489c11f16");
+    assert.equal(env[smtpAuth.clientSecret!.slice(4)], "Xy8Q~smtp-secret");
+    assert.ok(!yaml.includes("Xy8Q~smtp-secret"));
+    assert.match(warnings.find((w) => /switched to OAuth/.test(w)) ?? "", /end of December 2026.*SMTP\.SendAsApp/);
+  });
+
+  it("UseBasicAuth and UseAzureBusinessAuth on Office 365: SMTP inherits the OAuth app, said as an assumption", () => {
+    const { mailbox, assumptions } = importOne({
+      fields: {
+        SmtpServer: "smtp.office365.com",
+        UseAzureBusinessAuth: "true",
+        AzureBusinessAuthClientId: "061851f7-08c0-40bf-99c1-ebd489c11f16",
+        AzureBusinessAuthTenantId: "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+        AzureBusinessAuthSecret: "Xy8Q~azure-secret",
+      },
+    });
+    assert.equal(mailbox.auth.type, "microsoft365");
+    assert.equal(mailbox.smtp?.auth, undefined);
+    assert.ok(assumptions.some((a) => /OAuth too.*SMTP\.SendAsApp/.test(a)));
+  });
+
+  it("UseBasicAuth on another SMTP host says nothing about Exchange", () => {
+    const { warnings } = importOne({});
+    assert.ok(!warnings.some((w) => /December 2026/.test(w)));
+  });
+
   it("warns about an Azure secret that looks like a Secret ID and a multi-tenant alias", () => {
     const { warnings } = importSoftdial(workflow(campaign({
       fields: {
@@ -188,9 +237,11 @@ describe("importSoftdial: field mapping", () => {
     assert.ok(!yaml.includes("db-secret-x"));
   });
 
-  it("ControllerIp → the tenant's Softdial ACD on port 6502", () => {
+  it("ControllerIp → the tenant's Softdial ACD on port 6502 (ASCII), or the port it names with that port's encoding", () => {
     const { tenant } = importOne({ fields: { ControllerIp: "10.20.0.15" } });
-    assert.deepEqual(tenant.acd, { type: "softdial", host: "10.20.0.15", port: 6502, switchId: "postroom" });
+    assert.deepEqual(tenant.acd, { type: "softdial", host: "10.20.0.15", port: 6502, switchId: "postroom", encoding: "ascii", causes: {}, ackTimeoutSeconds: 10 });
+    const unicode = importOne({ fields: { ControllerIp: "10.20.0.15:6500" } }).tenant.acd;
+    assert.deepEqual(unicode, { type: "softdial", host: "10.20.0.15", port: 6500, switchId: "postroom", encoding: "utf16le", causes: {}, ackTimeoutSeconds: 10 });
     assert.deepEqual(importOne({ fields: { ControllerIp: "" } }).tenant.acd, { type: "builtin" });
   });
 

@@ -2,6 +2,7 @@ import { Document, isMap, isSeq, type Node } from "yaml";
 import { z } from "zod";
 import { GUID_PATTERN } from "../check.js";
 import { validateConfig } from "../load.js";
+import { EXCHANGE_BASIC_SMTP_END, isExchangeOnlineHost } from "../providers.js";
 import type { PostroomConfigInput } from "../schema.js";
 import { readCampaigns, SoftdialImportError, type RawCampaign } from "./xml.js";
 
@@ -69,6 +70,8 @@ const KNOWN = new Set<string>(SOFTDIAL_EMAIL_FIELDS);
 
 /** The CallGem controller's port for the ACD protocol; Softdial's file carries only the host. */
 const SOFTDIAL_ACD_PORT = 6502;
+/** The controller's port that carries UTF-16LE instead of ASCII. */
+const SOFTDIAL_UNICODE_PORT = 6500;
 const DEFAULT_ARCHIVE_ROOT = "/var/lib/postroom/archive";
 const DEFAULT_LOGS_PATH = "/var/log/postroom";
 
@@ -254,6 +257,7 @@ function mapMailbox(c: CampaignValues, ctx: MailboxContext): MailboxInput {
   } else if (answer) {
     warnings.push(`${L}: AnswerEmails is true but SmtpServer is empty: agents cannot send replies until smtp is configured`);
   }
+  if (mailbox.smtp !== undefined && bool(c, "UseBasicAuth", false, []) && isExchangeOnlineHost(smtpHost)) basicSmtpOnExchange(c, mailbox, ctx);
 
   const cc = addresses(c, "CC", warnings);
   const bcc = addresses(c, "BCC", warnings);
@@ -309,6 +313,51 @@ function inboundFor(c: CampaignValues, assumptions: string[], warnings: string[]
   return inbound;
 }
 
+/**
+ * UseBasicAuth=true with an Exchange Online SMTP server: password SMTP AUTH ends there at the end
+ * of December 2026. Softdial's Azure fields (client id and tenant id) name an app that can send
+ * with OAuth, so SMTP is moved to it (for a campaign that reads with Azure already, SMTP inherits
+ * the mailbox's microsoft365 auth); without them the campaign keeps its password, with a warning.
+ */
+function basicSmtpOnExchange(c: CampaignValues, mailbox: MailboxInput, ctx: MailboxContext): void {
+  const L = c.label;
+  const host = mailbox.smtp?.host ?? "";
+  const end = `Exchange Online turns password SMTP AUTH off by default at ${EXCHANGE_BASIC_SMTP_END.when}`;
+  if (mailbox.auth.type === "microsoft365") {
+    ctx.assumptions.push(`${L}: UseBasicAuth is true for ${host}, but ${end}: replies are sent with the campaign's Azure app over OAuth too — consent SMTP.SendAsApp for it and add the mailbox permission`);
+    return;
+  }
+  if (c.get("AzureBusinessAuthClientId") !== undefined && c.get("AzureBusinessAuthTenantId") !== undefined) {
+    mailbox.smtp = { ...mailbox.smtp!, auth: microsoftAuth(c, ctx) };
+    ctx.warnings.push(`${L}: UseBasicAuth is true for ${host}, but ${end}: SMTP was switched to OAuth with the campaign's Azure fields (smtp.auth: microsoft365) — consent SMTP.SendAsApp for the app and add the mailbox permission (Add-MailboxPermission), or remove smtp.auth to keep the password until then`);
+    return;
+  }
+  ctx.warnings.push(`${L}: UseBasicAuth is true and replies go through ${host} with a password: ${end}, and replies then fail with 550 5.7.30 — fix: ${EXCHANGE_BASIC_SMTP_END.fix}`);
+}
+
+/** microsoft365 client credentials from Softdial's Azure fields (the secret goes to the env file). */
+function microsoftAuth(c: CampaignValues, ctx: MailboxContext): Extract<MailboxInput["auth"], { type: "microsoft365" }> {
+  const { assumptions, warnings } = ctx;
+  const L = c.label;
+  const clientId = c.get("AzureBusinessAuthClientId");
+  const tenantId = c.get("AzureBusinessAuthTenantId");
+  if (clientId === undefined) warnings.push(`${L}: AzureBusinessAuthClientId is empty — fill in clientId (the app registration's Application (client) ID)`);
+  else if (!GUID_PATTERN.test(clientId)) warnings.push(`${L}: AzureBusinessAuthClientId "${clientId}" is not a GUID — copy the Application (client) ID`);
+  if (tenantId === undefined) warnings.push(`${L}: AzureBusinessAuthTenantId is empty — fill in tenantId (the Directory (tenant) ID)`);
+  else if (["common", "consumers", "organizations"].includes(tenantId.toLowerCase())) {
+    warnings.push(`${L}: AzureBusinessAuthTenantId "${tenantId}" is a multi-tenant alias; app-only tokens need the Directory (tenant) ID GUID`);
+  }
+  const secretName = ctx.uniqueEnv(`${ctx.envPrefix}_CLIENT_SECRET`);
+  const secret = c.secret("AzureBusinessAuthSecret");
+  ctx.env[secretName] = secret ?? "";
+  if (secret === undefined) warnings.push(`${L}: AzureBusinessAuthSecret is empty — set ${secretName} in the env file to the client secret's Value`);
+  else if (GUID_PATTERN.test(secret.trim())) {
+    warnings.push(`${L}: AzureBusinessAuthSecret looks like a GUID: probably the secret's Secret ID, not its Value — replace ${secretName}`);
+  }
+  assumptions.push(`${L}: Azure business auth → microsoft365 client credentials in the global cloud (login.microsoftonline.com); set cloud: usgov or china for a sovereign cloud`);
+  return { type: "microsoft365", tenantId: tenantId ?? "", clientId: clientId ?? "", clientSecret: `env:${secretName}`, cloud: "global" };
+}
+
 function authFor(c: CampaignValues, address: string, ctx: MailboxContext): MailboxInput["auth"] {
   const { assumptions, warnings } = ctx;
   const L = c.label;
@@ -319,23 +368,7 @@ function authFor(c: CampaignValues, address: string, ctx: MailboxContext): Mailb
     if (c.secret("EmailAccountPass") !== undefined) {
       assumptions.push(`${L}: EmailAccountPass is not used with Azure business auth, so it was not copied to the env file`);
     }
-    const clientId = c.get("AzureBusinessAuthClientId");
-    const tenantId = c.get("AzureBusinessAuthTenantId");
-    if (clientId === undefined) warnings.push(`${L}: AzureBusinessAuthClientId is empty — fill in clientId (the app registration's Application (client) ID)`);
-    else if (!GUID_PATTERN.test(clientId)) warnings.push(`${L}: AzureBusinessAuthClientId "${clientId}" is not a GUID — copy the Application (client) ID`);
-    if (tenantId === undefined) warnings.push(`${L}: AzureBusinessAuthTenantId is empty — fill in tenantId (the Directory (tenant) ID)`);
-    else if (["common", "consumers", "organizations"].includes(tenantId.toLowerCase())) {
-      warnings.push(`${L}: AzureBusinessAuthTenantId "${tenantId}" is a multi-tenant alias; app-only tokens need the Directory (tenant) ID GUID`);
-    }
-    const secretName = ctx.uniqueEnv(`${ctx.envPrefix}_CLIENT_SECRET`);
-    const secret = c.secret("AzureBusinessAuthSecret");
-    ctx.env[secretName] = secret ?? "";
-    if (secret === undefined) warnings.push(`${L}: AzureBusinessAuthSecret is empty — set ${secretName} in the env file to the client secret's Value`);
-    else if (GUID_PATTERN.test(secret.trim())) {
-      warnings.push(`${L}: AzureBusinessAuthSecret looks like a GUID: probably the secret's Secret ID, not its Value — replace ${secretName}`);
-    }
-    assumptions.push(`${L}: Azure business auth → microsoft365 client credentials in the global cloud (login.microsoftonline.com); set cloud: usgov or china for a sovereign cloud`);
-    return { type: "microsoft365", tenantId: tenantId ?? "", clientId: clientId ?? "", clientSecret: `env:${secretName}`, cloud: "global" };
+    return microsoftAuth(c, ctx);
   }
   if (!basic) warnings.push(`${L}: neither UseBasicAuth nor UseAzureBusinessAuth is true; assumed basic (password) authentication`);
   const name = ctx.uniqueEnv(`${ctx.envPrefix}_PASSWORD`);
@@ -405,8 +438,19 @@ function acdFor(tenantId: string, members: CampaignValues[], assumptions: string
     return { type: "builtin" };
   }
   if (hosts.length > 1) warnings.push(`tenant "${tenantId}": campaigns name different ControllerIp values (${hosts.join(", ")}); ${hosts[0]} was used`);
-  assumptions.push(`tenant "${tenantId}": ControllerIp ${hosts[0]} → Softdial ACD on port ${SOFTDIAL_ACD_PORT}`);
-  return { type: "softdial", host: hosts[0]!, port: SOFTDIAL_ACD_PORT };
+  // The campaign's controller address may carry the port it used ("10.0.0.5:6500"); the port
+  // decides the text encoding: 6500 is CallGem's UTF-16LE port, 6502 its ASCII one.
+  const [, host = hosts[0]!, portText] = /^(.*?)(?::(\d+))?$/.exec(hosts[0]!) ?? [];
+  const port = portText === undefined ? SOFTDIAL_ACD_PORT : Number(portText);
+  const encoding = port === SOFTDIAL_UNICODE_PORT ? "utf16le" : "ascii";
+  if (portText === undefined) {
+    assumptions.push(
+      `tenant "${tenantId}": ControllerIp ${host} → Softdial ACD on port ${port} (ASCII; text in other scripts is tilde-escaped) — if the campaign used CallGem's Unicode port, set port: ${SOFTDIAL_UNICODE_PORT} and encoding: utf16le`,
+    );
+  } else {
+    assumptions.push(`tenant "${tenantId}": ControllerIp ${hosts[0]} → Softdial ACD on port ${port} with encoding ${encoding}`);
+  }
+  return { type: "softdial", host, port, encoding };
 }
 
 function databaseFor(

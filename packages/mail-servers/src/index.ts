@@ -1,0 +1,16 @@
+export type { TestServer } from "./test-server.js";
+export { stopAll } from "./test-server.js";
+export { startDovecot, DovecotServer, dovecotConfig } from "./dovecot.js";
+export type { DovecotOptions, DovecotInfo, DovecotUser, AppendOptions, DovecotConfigParams } from "./dovecot.js";
+export { startPostfix, PostfixServer, dovecotAuthListener, postfixMainCf, postfixMasterCf } from "./postfix.js";
+export type { PostfixOptions, PostfixInfo } from "./postfix.js";
+export { waitFor, WaitForTimeoutError } from "./wait-for.js";
+export type { WaitForOptions } from "./wait-for.js";
+export { freePort, freePorts } from "./ports.js";
+export { tempDir, keepTemp, keptDir } from "./temp-dir.js";
+export type { TempDir } from "./temp-dir.js";
+export { selfSignedCertificate } from "./certificate.js";
+export type { SelfSignedCertificate } from "./certificate.js";
+export { spawnDaemon, findBinary, readGreeting, MissingBinaryError } from "./daemon.js";
+export type { Daemon, SpawnDaemonOptions } from "./daemon.js";
+export { onProcessExit } from "./cleanup.js";
