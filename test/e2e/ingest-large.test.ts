@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { waitFor } from "@postroom/testkit";
-import { buildPoller, IngestWorld, POLLER_NODE_ARGS, type PollerProcess } from "../support/ingest-world.js";
+import { buildPoller, IngestWorld, POLLER_ENV, POLLER_NODE_ARGS, type PollerProcess } from "../support/ingest-world.js";
 
 const IMAP_USER = "big@acme.test";
 const POP3_USER = "bigpop@acme.test";
@@ -20,9 +20,10 @@ before(async () => {
     { id: "bigpop", user: POP3_USER, password: "pw", inbound: { protocol: "pop3", checkIntervalSeconds: 2, pop3LeaveOnServer: false } },
   ]);
   // Measured as production runs it (`pnpm start` in services/imap-poller): compiled JavaScript, no
-  // TypeScript compiler in the process, and V8's young generation kept small so the buffers of a
-  // streamed message are collected as it flows instead of piling up until a major GC.
-  poller = w.startPoller("p", {}, { compiled: true, nodeArgs: POLLER_NODE_ARGS });
+  // TypeScript compiler in the process, V8's young generation kept small so the buffers of a
+  // streamed message are collected as it flows instead of piling up until a major GC, and glibc
+  // told to give freed buffers back to the system.
+  poller = w.startPoller("p", POLLER_ENV, { compiled: true, nodeArgs: POLLER_NODE_ARGS });
   await w.waitForState("acme", "big", "idle");
   await w.waitForState("acme", "bigpop", "idle");
 });

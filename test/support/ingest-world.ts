@@ -53,6 +53,12 @@ export interface PollerProcessOptions {
 
 /** The node flags of imap-poller's `start` script (services/imap-poller/package.json). */
 export const POLLER_NODE_ARGS = ["--max-semi-space-size=1"];
+/**
+ * The glibc malloc settings of the same script and of the image (Containerfile): buffers above
+ * 128 KB are mmapped and given back to the system when freed, so a large message's chunks do not
+ * stay resident after they are collected.
+ */
+export const POLLER_ENV: Record<string, string> = { MALLOC_ARENA_MAX: "2", MALLOC_MMAP_THRESHOLD_: "131072" };
 
 /** Builds imap-poller and the workspace packages it needs into their dist/ folders (tsc). */
 export async function buildPoller(): Promise<void> {
