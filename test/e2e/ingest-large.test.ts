@@ -20,9 +20,9 @@ before(async () => {
     { id: "bigpop", user: POP3_USER, password: "pw", inbound: { protocol: "pop3", checkIntervalSeconds: 2, pop3LeaveOnServer: false } },
   ]);
   // Measured as production runs it (`pnpm start` in services/imap-poller): compiled JavaScript, no
-  // TypeScript compiler in the process, V8's young generation kept small so the buffers of a
-  // streamed message are collected as it flows instead of piling up until a major GC, and glibc
-  // told to give freed buffers back to the system.
+  // TypeScript compiler in the process, V8's young generation kept small and scavenged as the
+  // message streams (--expose-gc), so its buffers are collected as they flow instead of piling up,
+  // and glibc told to give freed buffers back to the system.
   poller = w.startPoller("p", POLLER_ENV, { compiled: true, nodeArgs: POLLER_NODE_ARGS });
   await w.waitForState("acme", "big", "idle");
   await w.waitForState("acme", "bigpop", "idle");

@@ -52,7 +52,7 @@ export interface PollerProcessOptions {
 }
 
 /** The node flags of imap-poller's `start` script (services/imap-poller/package.json). */
-export const POLLER_NODE_ARGS = ["--max-semi-space-size=1"];
+export const POLLER_NODE_ARGS = ["--max-semi-space-size=1", "--expose-gc"];
 /**
  * The glibc malloc settings of the same script and of the image (Containerfile): buffers above
  * 128 KB are mmapped and given back to the system when freed, so a large message's chunks do not
