@@ -206,7 +206,13 @@ test("/metrics of every service shows the operators' metrics with values that ma
 
   const poller = await waitFor(async () => {
     const m = await scrape("imap-poller");
-    return total(m.get(METRICS.messagesFetched.name)) >= 3 && total(m.get(METRICS.mailboxState.name), /mailbox="broken".*state="needs-admin"/) === 1 ? m : undefined;
+    // The commit consumer handles each archived event on its own, beside the bridge's offer:
+    // an offered session does not mean the poller has acknowledged its event yet.
+    const ready =
+      total(m.get(METRICS.messagesFetched.name)) >= 3 &&
+      total(m.get(METRICS.mailboxState.name), /mailbox="broken".*state="needs-admin"/) === 1 &&
+      total(m.get(METRICS.handled.name), /result="ack"/) >= 3;
+    return ready ? m : undefined;
   }, { timeoutMs: 30_000, what: `poller metrics\n${w.system.dump()}` });
   assert.equal(total(poller.get(METRICS.messagesFetched.name), /mailbox="support"/), 3, "three messages fetched");
   assert.equal(total(poller.get(METRICS.bytesFetched.name), /mailbox="support"/), bytes, "bytes fetched = bytes archived");
@@ -217,7 +223,11 @@ test("/metrics of every service shows the operators' metrics with values that ma
   assert.ok(total(poller.get(METRICS.lastError.name), /mailbox="broken"/) > 1_700_000_000, "the broken mailbox's last error has a time");
   assert.ok(total(poller.get(`${METRICS.handled.name}`), /result="ack"/) >= 3, "the commit consumers acknowledged the archived events");
 
-  const archiver = await scrape("archiver");
+  // The archiver counts a message once its ack is done, a moment after the event it published.
+  const archiver = await waitFor(async () => {
+    const m = await scrape("archiver");
+    return total(m.get(METRICS.handled.name), /result="ack"/) >= 3 && total(m.get(METRICS.consumerPending.name)) === 0 ? m : undefined;
+  }, { timeoutMs: 30_000, what: `archiver metrics\n${w.system.dump()}` });
   assert.equal(total(archiver.get(METRICS.messagesArchived.name)), archivedRows, "archived once each");
   assert.ok(total(archiver.get(METRICS.handled.name), /result="ack"/) >= 3);
   assert.ok((archiver.get(`${METRICS.handleDuration.name}_count`) ?? []).length > 0);

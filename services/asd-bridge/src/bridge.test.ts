@@ -182,7 +182,7 @@ test("a supervisor sees, per queue, sessions waiting, the oldest wait and the ag
     const r = await call(api, "GET", "/api/supervisor/queues", sue);
     const q = (r.body.queues as { queue: string; waiting: number; oldestWaitingSeconds: number | null; agentsLoggedIn: string[] }[]).find((x) => x.queue === "email");
     return q && q.waiting === 1 ? q : undefined;
-  }, { timeoutMs: 10_000, what: "one waiting in email" });
+  }, { timeoutMs: 30_000, what: "one waiting in email" });
   assert.ok(view.oldestWaitingSeconds !== null && view.oldestWaitingSeconds >= 0);
   assert.deepEqual(view.agentsLoggedIn, []);
   const bob = await login("acme", "bob", env.BOB_PW);
