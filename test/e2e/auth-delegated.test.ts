@@ -9,24 +9,19 @@
 // mailbox turns needs-admin once, naming the exact re-sign-in command, in `postroom status` too.
 // The refresh tokens appear in no log, no NATS traffic and no file, in clear.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readdir, readFile, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { PostroomConfigInput } from "@postroom/config";
 import { MailboxStatus } from "@postroom/contracts";
 import { openKv } from "@postroom/nats-kit";
 import { waitFor } from "@postroom/testkit";
-import { OBSERVER } from "../support/secure-bus.js";
-import { AuthWorld, CUSTOMER, FIXTURE_PASSWORD, MAILBOX, PUBLIC_CLIENT_ID, TOKEN_STORE_KEY } from "../support/auth-world.js";
-
-const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const CLI = join(ROOT, "packages", "cli", "src", "main.ts");
+import { inboxSubjects, operatorEnv, runPostroom } from "../support/operator.js";
+import { AuthWorld, CUSTOMER, MAILBOX, PUBLIC_CLIENT_ID } from "../support/auth-world.js";
 
 let w: AuthWorld;
 let configPath: string;
-const traffic: string[] = [];
+let traffic: string[] = [];
 /** Every state the poller wrote for each mailbox, in order (the watch sees every put). */
 const states = new Map<string, string[]>();
 
@@ -49,12 +44,7 @@ before(async () => {
     },
   });
   configPath = join(w.dir.path, "postroom.yaml");
-  for (const subject of [`${w.namespace}.>`, "_INBOX.>", "$JS.API.>", "$KV.>"]) {
-    const sub = w.nc.subscribe(subject);
-    void (async () => {
-      for await (const m of sub) traffic.push(`${m.subject} ${new TextDecoder().decode(m.data)}`);
-    })();
-  }
+  traffic = w.captureTraffic();
   const kv = await openKv(w.nc, w.names.buckets.mailboxStatus);
   const watch = await kv.watch({ key: "acme.*" });
   void (async () => {
@@ -75,25 +65,9 @@ after(async () => {
   await w?.close();
 });
 
-/** On a secure bus the operator's commands connect as a user of their own: the test's observer. */
-function operatorEnv(): Record<string, string> {
-  const bus = w.security.bus;
-  return bus ? { NATS_USER: OBSERVER, NATS_PASSWORD: bus.passwords[OBSERVER]! } : {};
-}
-
-/** Runs the postroom command; resolves with its exit code and output. */
+/** Runs the postroom command as the operator; resolves with its exit code and output. */
 function postroom(args: string[], onOutput?: (text: string) => void): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", CLI, ...args], { cwd: ROOT, env: { ...process.env, ...operatorEnv(), POSTROOM_CONFIG: "" }, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString("utf8");
-      onOutput?.(out);
-    });
-    child.stderr.on("data", (d: Buffer) => (err += d.toString("utf8")));
-    child.once("exit", (code) => resolvePromise({ code: code ?? -1, out, err }));
-  });
+  return runPostroom(args, operatorEnv(w.security), onOutput);
 }
 
 /** `postroom auth sign-in` for one mailbox, approving the printed code as `as` once token-service polls. */
@@ -148,17 +122,8 @@ test("with 8-second tokens, IMAP and POP3 reading and SMTP replies keep working 
   w.system.startService("smtp-sender");
   await w.mailboxReady(60_000, "support");
   const refreshesBefore = w.idp.refreshRequests(PUBLIC_CLIENT_ID).length;
-  const started = Date.now();
-  let round = 0;
   // 26 s of 8-second tokens: more than three lifetimes, each ending in a refresh.
-  while (Date.now() - started < 26_000) {
-    round++;
-    await w.dovecot.appendMessage(MAILBOX, customerMail(round));
-    // Cut the poller's connections: it logs in again with whatever token is current.
-    if (round % 2 === 0) await w.dovecot.doveadm(["kick", MAILBOX]).catch(() => "");
-    await w.requestSend({ commandId: `delegated-reply-${round}`, tenant: "acme", mailbox: "support", kind: "new", to: [CUSTOMER], subject: `Delegated update ${round}`, text: `Reply ${round}.` });
-    await new Promise((r) => setTimeout(r, 3_000));
-  }
+  const round = await w.mailFlowFor(26_000, customerMail, "Delegated");
   assert.ok(round >= 6, `${round} rounds`);
   await waitFor(async () => (await archived("support")) === round && (await archived("support-pop")) === round, {
     timeoutMs: 90_000,
@@ -166,15 +131,7 @@ test("with 8-second tokens, IMAP and POP3 reading and SMTP replies keep working 
   });
   const delivered = await waitFor(
     async () => {
-      const subjects = await w.dovecot.withImap(CUSTOMER, async (client) => {
-        const lock = await client.getMailboxLock("INBOX");
-        try {
-          if (client.mailbox === false || client.mailbox.exists === 0) return [];
-          return (await client.fetchAll("1:*", { envelope: true })).map((m) => m.envelope?.subject ?? "");
-        } finally {
-          lock.release();
-        }
-      });
+      const subjects = await inboxSubjects(w.dovecot, CUSTOMER);
       return subjects.filter((s) => s.startsWith("Delegated update ")).length >= round ? subjects : undefined;
     },
     { timeoutMs: 90_000, what: `${round} replies delivered\n${w.system.dump()}` },
@@ -246,49 +203,7 @@ test("a revoked grant turns each mailbox needs-admin once, with the exact re-sig
   assert.equal(adminLines.length, 1, adminLines.map((l) => l.line).join("\n"));
 });
 
-/** Every regular file under `dir`. */
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await files(p)));
-    else if (entry.isFile()) out.push(p);
-  }
-  return out;
-}
-
 test("no refresh token, access token or store key appears in any log, the NATS traffic, or any file in clear", { timeout: 120_000 }, async () => {
-  await w.nc.flush();
   assert.ok(w.idp.issuedRefreshTokens.length >= 8, `${w.idp.issuedRefreshTokens.length} refresh tokens issued`);
-  const logs = [...w.system.logs.map((l) => l.line), await w.dovecot.readLog(), await readFile(w.postfix.info.logPath, "utf8")].join("\n");
-  const wire = traffic.join("\n");
-  assert.ok(traffic.some((t) => t.includes(w.names.buckets.oauthGrants)), "the grant store's traffic was captured");
-  for (const rt of w.idp.issuedRefreshTokens) {
-    assert.ok(!logs.includes(rt), "a refresh token is in a log");
-    assert.ok(!wire.includes(rt), "a refresh token is in the NATS traffic");
-  }
-  for (const token of w.idp.issuedTokens) assert.ok(!wire.includes(token), "an access token is in the NATS traffic");
-  for (const secret of [TOKEN_STORE_KEY, FIXTURE_PASSWORD]) {
-    assert.ok(!logs.includes(secret) && !wire.includes(secret), "a secret is in a log or the traffic");
-  }
-  // Files: the world's folder (config, archive), Dovecot's and Postfix's folders, and the NATS
-  // server's JetStream files of this run's buckets (the sealed grants and the auth states), when
-  // the server is the local one with its store where scripts/test-env.sh puts it.
-  const streams = "/var/lib/nats-server/jetstream/$G/streams";
-  const mine = (await readdir(streams).catch(() => [] as string[])).filter((d) => d.includes(w.namespace)).map((d) => join(streams, d));
-  assert.ok(mine.some((d) => d.endsWith(w.names.buckets.oauthGrants)) || mine.length === 0, "the grant bucket's files are among those searched");
-  const roots = [w.dir.path, w.dovecot.info.dir, join(w.postfix.info.logPath, ".."), ...mine];
-  const needles = w.idp.issuedRefreshTokens.map((t) => Buffer.from(t));
-  let scanned = 0;
-  for (const root of roots) {
-    for (const file of await files(root)) {
-      const size = (await stat(file).catch(() => undefined))?.size ?? 0;
-      if (size === 0 || size > 64 * 1024 * 1024) continue;
-      const data = await readFile(file).catch(() => undefined);
-      if (!data) continue;
-      scanned++;
-      for (const needle of needles) assert.ok(!data.includes(needle), `a refresh token is in ${file} in clear`);
-    }
-  }
-  assert.ok(scanned > 10, `${scanned} files searched`);
+  await w.assertNoGrantLeaks(traffic, []);
 });

@@ -11,6 +11,7 @@ import { after, before, test } from "node:test";
 import { CredentialClient } from "@postroom/nats-kit";
 import { LineSocket, waitFor } from "@postroom/testkit";
 import { ImapFlow } from "imapflow";
+import { inboxSubjects } from "../support/operator.js";
 import { APP_ID, AuthWorld, CLIENT_SECRET, CUSTOMER, FIXTURE_PASSWORD, MAILBOX } from "../support/auth-world.js";
 
 let w: AuthWorld;
@@ -98,15 +99,7 @@ test("with 5-second tokens, a minute of IMAP reading, POP3 logins and SMTP repli
   );
   const delivered = await waitFor(
     async () => {
-      const subjects = await w.dovecot.withImap(CUSTOMER, async (client) => {
-        const lock = await client.getMailboxLock("INBOX");
-        try {
-          if (client.mailbox === false || client.mailbox.exists === 0) return [];
-          return (await client.fetchAll("1:*", { envelope: true })).map((m) => m.envelope?.subject ?? "");
-        } finally {
-          lock.release();
-        }
-      });
+      const subjects = await inboxSubjects(w.dovecot, CUSTOMER);
       return subjects.length >= round ? subjects : undefined;
     },
     { timeoutMs: 60_000, what: `${round} replies delivered to ${CUSTOMER}\n${w.system.dump()}` },

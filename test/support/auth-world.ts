@@ -1,3 +1,5 @@
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
@@ -21,6 +23,7 @@ import {
   type TestDatabase,
 } from "@postroom/testkit";
 import pg from "pg";
+import { filesHolding, jetStreamFolders } from "./operator.js";
 import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
 import { PostroomSystem } from "./system.js";
 
@@ -35,6 +38,9 @@ export const FIXTURE_PASSWORD = "fixture-only-password-5d1";
 export const CUSTOMER = "ann@customer.test";
 /** A public client app registration (device code, no secret) for delegated sign-in. */
 export const PUBLIC_CLIENT_ID = "7e1c2d3f-4a5b-4c6d-9e8f-0a1b2c3d4e5f";
+/** A Google OAuth client of type Desktop app (delegated sign-in with a loopback redirect). */
+export const GOOGLE_CLIENT_ID = "601234567890-e2etestdesktopclient.apps.googleusercontent.com";
+export const GOOGLE_CLIENT_SECRET = "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Q";
 /** tokenStore.key of delegated worlds: wraps the sealed grants' data keys. */
 export const TOKEN_STORE_KEY = "e2e-token-store-key-0f3b9c2d7a6e41b58c2d9e0f";
 
@@ -48,6 +54,13 @@ export interface AuthWorldOptions {
    * instead of app-only; its grant is kept in the sealed tokenStore. Nobody has signed in yet.
    */
   delegated?: boolean;
+  /**
+   * The mailbox signs in as a person with Google (`google-delegated`: authorization code, PKCE,
+   * a loopback redirect), the refresh token kept in the sealed tokenStore. Nobody has signed in yet.
+   */
+  google?: boolean;
+  /** Google hands out a new refresh token with each refresh. */
+  googleRotates?: boolean;
   /** Changes to the configuration before the world's security is applied (the bus's permissions list its mailboxes). */
   tweak?: (config: PostroomConfigInput, world: AuthWorld) => void;
   /** Secure bus / database roles; default from secure mode (see secure.ts). */
@@ -84,6 +97,8 @@ export class AuthWorld {
         { tenantId: TENANT_ID, clientId: PUBLIC_CLIENT_ID, publicClient: true },
       ],
       grants: { [MAILBOX]: [APP_ID] },
+      googleClients: [{ clientId: GOOGLE_CLIENT_ID, clientSecret: GOOGLE_CLIENT_SECRET }],
+      ...(options.googleRotates ? { googleRotatesRefreshTokens: true } : {}),
       ...(options.tokenLifetimeSeconds ? { tokenLifetimeSeconds: options.tokenLifetimeSeconds } : {}),
     });
     w.oauth = await dovecotOAuth2({
@@ -91,7 +106,7 @@ export class AuthWorld {
       caCertPath: w.idp.info.caCertPath,
       // A delegated token is the mailbox owner's own; Dovecot's grant list keyed by the token's
       // appid stands in for Exchange's "the user opens their own mailbox".
-      grants: { [MAILBOX]: options.delegated ? [APP_ID, PUBLIC_CLIENT_ID] : [APP_ID] },
+      grants: { [MAILBOX]: options.delegated ? [APP_ID, PUBLIC_CLIENT_ID] : options.google ? [APP_ID, GOOGLE_CLIENT_ID] : [APP_ID] },
       ...(options.mechanisms ? { mechanisms: options.mechanisms } : {}),
     });
     const saslPort = await freePort();
@@ -125,13 +140,15 @@ export class AuthWorld {
               inbound: { protocol: "imap", host: "127.0.0.1", port: w.dovecot.info.imapPort, tls: "none", checkIntervalSeconds: 30 },
               auth: options.delegated
                 ? { type: "microsoft-delegated", clientId: PUBLIC_CLIENT_ID, tenant: "consumers", authorityHost: w.idp.info.authorityHost }
-                : { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
+                : options.google
+                  ? { type: "google-delegated", clientId: GOOGLE_CLIENT_ID, clientSecret: "env:GOOGLE_CLIENT_SECRET", authorizeUrl: w.idp.info.googleAuthorizeUrl, tokenUrl: w.idp.info.googleTokenUrl }
+                  : { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
               smtp: { host: "127.0.0.1", port: w.postfix.info.submissionPort, tls: "starttls", verifyCertificate: false },
             },
           ],
         },
       ],
-      ...(options.delegated ? { tokenStore: { key: "env:POSTROOM_TOKEN_KEY" } } : {}),
+      ...(options.delegated || options.google ? { tokenStore: { key: "env:POSTROOM_TOKEN_KEY" } } : {}),
     } as PostroomConfigInput;
     options.tweak?.(w.config, w);
     w.security = await secureWorld(w.config, w.dir.path, prefix, options.security);
@@ -139,7 +156,13 @@ export class AuthWorld {
     w.system = new PostroomSystem({
       config: w.config,
       dir: w.dir.path,
-      env: { ...w.security.env, M365_CLIENT_SECRET: CLIENT_SECRET, NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath, ...(options.delegated ? { POSTROOM_TOKEN_KEY: TOKEN_STORE_KEY } : {}) },
+      env: {
+        ...w.security.env,
+        M365_CLIENT_SECRET: CLIENT_SECRET,
+        NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath,
+        ...(options.delegated || options.google ? { POSTROOM_TOKEN_KEY: TOKEN_STORE_KEY } : {}),
+        ...(options.google ? { GOOGLE_CLIENT_SECRET } : {}),
+      },
     });
     return w;
   }
@@ -154,6 +177,61 @@ export class AuthWorld {
       },
       { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
     );
+  }
+
+  /**
+   * Keeps mail flowing for `ms`: every 3 s a customer's email appended to the mailbox and a new
+   * email requested from it to the customer; every second round the mailbox's IMAP connections
+   * are cut, so the poller logs in again with whatever token is current. Returns the rounds.
+   */
+  async mailFlowFor(ms: number, mail: (round: number) => string, label: string): Promise<number> {
+    const started = Date.now();
+    let round = 0;
+    while (Date.now() - started < ms) {
+      round++;
+      await this.dovecot.appendMessage(MAILBOX, mail(round));
+      if (round % 2 === 0) await this.dovecot.doveadm(["kick", MAILBOX]).catch(() => "");
+      await this.requestSend({ commandId: `${label.toLowerCase()}-reply-${round}`, tenant: "acme", mailbox: "support", kind: "new", to: [CUSTOMER], subject: `${label} update ${round}`, text: `Reply ${round}.` });
+      // Pacing, not waiting for state: the traffic must span several token lifetimes.
+      await new Promise((r) => setTimeout(r, 3_000));
+    }
+    return round;
+  }
+
+  /** Records every message on this world's subjects, inboxes, the JetStream API and KV, as text. */
+  captureTraffic(): string[] {
+    const traffic: string[] = [];
+    for (const subject of [`${this.namespace}.>`, "_INBOX.>", "$JS.API.>", "$KV.>"]) {
+      const sub = this.nc.subscribe(subject);
+      void (async () => {
+        for await (const m of sub) traffic.push(`${m.subject} ${new TextDecoder().decode(m.data)}`);
+      })();
+    }
+    return traffic;
+  }
+
+  /**
+   * Asserts that no refresh token the platform issued is in any log (the services', Dovecot's,
+   * Postfix's), in `traffic`, or in clear in any file of the world, Dovecot, Postfix or this run's
+   * JetStream folders; nor any access token in the traffic, nor any of `secrets` in logs or traffic.
+   */
+  async assertNoGrantLeaks(traffic: string[], secrets: string[]): Promise<void> {
+    await this.nc.flush();
+    const logs = [...this.system.logs.map((l) => l.line), await this.dovecot.readLog(), await readFile(this.postfix.info.logPath, "utf8")].join("\n");
+    const wire = traffic.join("\n");
+    assert.ok(traffic.some((t) => t.includes(this.names.buckets.oauthGrants)), "the grant store's traffic was captured");
+    for (const rt of this.idp.issuedRefreshTokens) {
+      assert.ok(!logs.includes(rt), "a refresh token is in a log");
+      assert.ok(!wire.includes(rt), "a refresh token is in the NATS traffic");
+    }
+    for (const token of this.idp.issuedTokens) assert.ok(!wire.includes(token), "an access token is in the NATS traffic");
+    for (const secret of [TOKEN_STORE_KEY, FIXTURE_PASSWORD, ...secrets]) assert.ok(!logs.includes(secret) && !wire.includes(secret), "a secret is in a log or the traffic");
+    const mine = await jetStreamFolders(this.namespace);
+    assert.ok(mine.some((d) => d.endsWith(this.names.buckets.oauthGrants)) || mine.length === 0, "the grant bucket's files are among those searched");
+    const roots = [this.dir.path, this.dovecot.info.dir, join(this.postfix.info.logPath, ".."), ...mine];
+    const { found, scanned } = await filesHolding(roots, this.idp.issuedRefreshTokens);
+    assert.deepEqual(found, [], "a refresh token is in these files in clear");
+    assert.ok(scanned > 10, `${scanned} files searched`);
   }
 
   async rows<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {

@@ -49,10 +49,10 @@ export function semanticIssues(input: unknown): SemanticIssue[] {
 
   checkDatabase(input.database, ["database"], add);
   const delegated = arr(input.tenants).some((t) =>
-    isRec(t) && arr(t.mailboxes).some((m) => isRec(m) && ((isRec(m.auth) && m.auth.type === "microsoft-delegated") || (isRec(m.smtp) && isRec(m.smtp.auth) && m.smtp.auth.type === "microsoft-delegated"))),
+    isRec(t) && arr(t.mailboxes).some((m) => isRec(m) && ((isRec(m.auth) && DELEGATED.has(String(m.auth.type))) || (isRec(m.smtp) && isRec(m.smtp.auth) && DELEGATED.has(String(m.smtp.auth.type))))),
   );
   if (delegated && !isRec(input.tokenStore)) {
-    add("error", ["tokenStore"], "a mailbox uses microsoft-delegated auth, but there is no tokenStore to keep its refresh token in", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } and set POSTROOM_TOKEN_KEY to 32 random bytes (openssl rand -base64 32)");
+    add("error", ["tokenStore"], "a mailbox uses delegated auth (microsoft-delegated or google-delegated), but there is no tokenStore to keep its refresh token in", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } and set POSTROOM_TOKEN_KEY to 32 random bytes (openssl rand -base64 32)");
   }
   if (isRec(input.tokenStore)) {
     checkSecret(input.tokenStore.key, ["tokenStore", "key"], add);
@@ -262,11 +262,16 @@ function checkTransport(kind: "imap" | "pop3" | "smtp", t: Rec, path: Path, defa
   }
 }
 
+/** Auth types whose refresh token token-service keeps in the tokenStore. */
+const DELEGATED = new Set(["microsoft-delegated", "google-delegated"]);
+
 function checkAuth(auth: Rec, path: Path, add: Add): void {
   if (auth.type === "password") {
     checkSecret(auth.password, [...path, "password"], add);
   } else if (auth.type === "google-service-account") {
     checkSecret(auth.keyFile, [...path, "keyFile"], add);
+  } else if (auth.type === "google-delegated") {
+    checkSecret(auth.clientSecret, [...path, "clientSecret"], add);
   } else if (auth.type === "microsoft-delegated") {
     const tenant = str(auth.tenant)?.trim().toLowerCase();
     if (tenant === "common") {

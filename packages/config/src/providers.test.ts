@@ -129,6 +129,19 @@ describe("delegated auth in the config", () => {
     assert.deepEqual(ok.warnings.map((w) => w.path), ["tenants[0].mailboxes[0].auth.tenant"]);
   });
 
+  it("a Gmail mailbox signs in with google-delegated: the Gmail scope by default, a tokenStore required, the client id and secret checked", () => {
+    const gmail = "id: g\naddress: shop.owner@gmail.com\nprovider: gmail\nauth: { type: google-delegated, clientId: 123-abc.apps.googleusercontent.com, clientSecret: env:GOOGLE_SECRET }";
+    const r = validateConfig(`${head}      - ${gmail.replace(/\n/g, "\n        ")}\ntokenStore: { key: env:POSTROOM_TOKEN_KEY }\n`);
+    assert.deepEqual([r.errors, r.warnings], [[], []]);
+    const mb = r.config!.tenants[0]!.mailboxes[0]!;
+    assert.ok(mb.auth.type === "google-delegated");
+    assert.deepEqual(mb.auth.scopes, ["https://mail.google.com/"]);
+    assert.deepEqual([mb.inbound.host, mb.smtp?.host], ["imap.gmail.com", "smtp.gmail.com"]);
+    assert.deepEqual(one(gmail).errors.map((e) => e.path), ["tokenStore"]);
+    const bad = one("id: g\naddress: g@gmail.com\nprovider: gmail\nauth: { type: google-delegated, clientId: 123-abc, clientSecret: plain-secret-in-the-file }");
+    assert.ok(bad.errors.some((e) => e.path === "tenants[0].mailboxes[0].auth.clientId" && /apps\.googleusercontent\.com/.test(e.message)), JSON.stringify(bad.errors));
+  });
+
   it("the store's keys are redacted when printed", () => {
     const printed = redactConfig({ tokenStore: { key: "inline-key-material-0123456789abcdef", previousKeys: ["older-inline-key-material-0123456789", "env:OLD"] }, nats: { tls: { key: "/etc/postroom/client.key" } } });
     assert.deepEqual(printed, { tokenStore: { key: "***", previousKeys: ["***", "env:OLD"] }, nats: { tls: { key: "/etc/postroom/client.key" } } });

@@ -16,7 +16,7 @@ const SECRET_LIST_KEYS = new Set(["previousKeys"]);
 /** Keys that hold a secret only under one parent (`tokenStore.key`; `tls.key` is a file path). */
 const SECRET_CHILD_KEYS: Record<string, Set<string>> = { tokenStore: new Set(["key"]) };
 /** URLs whose userinfo password must go: database.url, nats.url, webhook URLs. */
-const URL_KEYS = new Set(["url", "authorityHost", "tokenUrl"]);
+const URL_KEYS = new Set(["url", "authorityHost", "tokenUrl", "authorizeUrl"]);
 
 /** A secret as it may be shown: the reference itself (`env:NAME`, `file:/path`), or `***`. */
 export function redactSecret(value: string): string {

@@ -111,7 +111,32 @@ export const MicrosoftDelegatedAuth = z
   })
   .strict();
 
-export const MailboxAuth = z.discriminatedUnion("type", [PasswordAuth, Microsoft365Auth, GoogleServiceAccountAuth, MicrosoftDelegatedAuth]);
+/** Gmail's one scope for IMAP, POP3 and SMTP. */
+export const GOOGLE_MAIL_SCOPE = "https://mail.google.com/";
+
+/**
+ * Delegated Google OAuth: the mailbox's owner signs in once in a browser (`postroom auth sign-in`,
+ * authorization code with PKCE and a loopback redirect: Google's device flow does not grant the
+ * Gmail scope) and token-service keeps the refresh token, encrypted. For Gmail accounts without
+ * app passwords, and Workspace mailboxes where no service account is allowed.
+ */
+export const GoogleDelegatedAuth = z
+  .object({
+    type: z.literal("google-delegated"),
+    clientId: z
+      .string()
+      .regex(/^[\w.-]+\.apps\.googleusercontent\.com$/, { message: "must be an OAuth client id ending in .apps.googleusercontent.com" })
+      .describe("An OAuth client of type Desktop app (Google Cloud console → APIs & Services → Credentials)."),
+    clientSecret: SecretRef.describe(
+      "That client's secret, as env:NAME or file:/path. Google gives desktop clients one; only token-service reads it.",
+    ),
+    scopes: z.array(z.string().min(1)).min(1).default([GOOGLE_MAIL_SCOPE]).describe("Default: https://mail.google.com/ (IMAP, POP3 and SMTP)."),
+    authorizeUrl: z.url().optional().describe("Override of https://accounts.google.com/o/oauth2/v2/auth (tests)."),
+    tokenUrl: z.url().optional().describe("Override of https://oauth2.googleapis.com/token (tests)."),
+  })
+  .strict();
+
+export const MailboxAuth = z.discriminatedUnion("type", [PasswordAuth, Microsoft365Auth, GoogleServiceAccountAuth, MicrosoftDelegatedAuth, GoogleDelegatedAuth]);
 export type MailboxAuth = z.infer<typeof MailboxAuth>;
 
 export const AfterImport = z
@@ -608,7 +633,7 @@ export const PostroomConfig = z
       })
       .strict()
       .optional()
-      .describe("Where token-service keeps delegated OAuth grants: NATS KV, envelope-encrypted (AES-256-GCM). Required when a mailbox uses microsoft-delegated."),
+      .describe("Where token-service keeps delegated OAuth grants: NATS KV, envelope-encrypted (AES-256-GCM). Required when a mailbox uses microsoft-delegated or google-delegated."),
     logs: z
       .object({
         path: z.string().optional().describe("Folder for protocol transcripts and log files."),

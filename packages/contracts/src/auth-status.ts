@@ -10,7 +10,7 @@ export const MailboxAuthStatus = z.object({
   tenant: z.string(),
   mailbox: z.string(),
   /** Which kind of credential the mailbox uses. */
-  provider: z.enum(["password", "microsoft365", "google-service-account", "microsoft-delegated"]),
+  provider: z.enum(["password", "microsoft365", "google-service-account", "microsoft-delegated", "google-delegated"]),
   /** ok: the last credential was served; transient: retrying with backoff; needs-admin: a person must fix the setup. */
   state: z.enum(["ok", "transient", "needs-admin"]),
   /** The provider's code of the last failure (`AADSTS7000215`, `invalid_grant`, ...), null when ok. */

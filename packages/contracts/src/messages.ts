@@ -340,16 +340,32 @@ export const CredentialReply = z.union([Credential, CredentialError]);
 export type CredentialReply = z.infer<typeof CredentialReply>;
 
 /**
- * `postroom auth sign-in` → token-service: start the device-code flow for a delegated mailbox.
- * token-service runs the flow itself, so the refresh token never leaves it; the CLI only shows
- * the code and waits for the mailbox's auth state (`signIn` in `MailboxAuthStatus`).
+ * `postroom auth sign-in` → token-service: start a delegated sign-in. token-service runs the flow
+ * itself, so the refresh token never leaves it. Device code (Microsoft, the default): the CLI only
+ * shows the code and waits for the mailbox's auth state (`signIn` in `MailboxAuthStatus`).
+ * Browser (Google, or Microsoft with `--browser`): an authorization code with PKCE, redirected to
+ * `redirectUri`, a loopback address the CLI listens on; the CLI hands the code back in a
+ * `SignInCode` and token-service, which alone holds the PKCE verifier, redeems it.
  */
 export const SignInRequest = z.object({
   version: v1,
   tenant: id,
   mailbox: id,
+  flow: z.enum(["device-code", "browser"]).optional(),
+  redirectUri: z.string().max(200).optional(),
 });
 export type SignInRequest = z.infer<typeof SignInRequest>;
+
+/** The CLI → token-service, on the same subject: what the browser brought back to the loopback address. */
+export const SignInCode = z.object({
+  version: v1,
+  tenant: id,
+  mailbox: id,
+  signInId: z.string(),
+  state: z.string().max(500),
+  code: z.string().max(4000),
+});
+export type SignInCode = z.infer<typeof SignInCode>;
 
 /** token-service's answer: what the person signing in must do (nothing secret: the code is for them to type). */
 export const SignInStarted = z.object({
@@ -364,5 +380,22 @@ export const SignInStarted = z.object({
 });
 export type SignInStarted = z.infer<typeof SignInStarted>;
 
-export const SignInReply = z.union([SignInStarted, CredentialError]);
+/** token-service's answer to a browser sign-in: the address to open (it carries only the PKCE challenge and state). */
+export const SignInBrowserStarted = z.object({
+  version: v1,
+  signInId: z.string(),
+  authorizationUrl: z.string(),
+  expiresAt: isoTime,
+});
+export type SignInBrowserStarted = z.infer<typeof SignInBrowserStarted>;
+
+/** token-service's answer to a `SignInCode`: the grant is sealed in its store. */
+export const SignInCompleted = z.object({
+  version: v1,
+  signInId: z.string(),
+  account: z.string(),
+});
+export type SignInCompleted = z.infer<typeof SignInCompleted>;
+
+export const SignInReply = z.union([SignInStarted, SignInBrowserStarted, SignInCompleted, CredentialError]);
 export type SignInReply = z.infer<typeof SignInReply>;

@@ -76,6 +76,23 @@ export interface FakeServiceAccount {
   publicKeyPem: string;
 }
 
+/** A Google OAuth client of type "Desktop app" (delegated sign-in with a loopback redirect). */
+export interface FakeGoogleClient {
+  clientId: string;
+  clientSecret: string;
+}
+
+/** An authorization code Google's consent screen handed to a redirect. */
+interface FakeAuthCode {
+  clientId: string;
+  redirectUri: string;
+  challenge: string;
+  username: string;
+  scopes: string[];
+  expiresAt: number;
+  redeemed: boolean;
+}
+
 /** Options for {@link startFakeIdentityPlatform}. */
 export interface FakeIdentityOptions {
   /** Registered apps. Their tenants exist; every other tenant id is "not found". */
@@ -84,6 +101,10 @@ export interface FakeIdentityOptions {
   tenants?: string[];
   /** Google service accounts the Google token endpoint accepts. */
   serviceAccounts?: FakeServiceAccount[];
+  /** Google desktop-app OAuth clients (authorization code with PKCE). */
+  googleClients?: FakeGoogleClient[];
+  /** Google hands out a new refresh token with every refresh (it usually does not; some accounts do). */
+  googleRotatesRefreshTokens?: boolean;
   /** Lifetime of issued tokens in seconds (default 3600); a few seconds exercises refresh. */
   tokenLifetimeSeconds?: number;
   /** Audience of Microsoft tokens (default https://outlook.office365.com). */
@@ -111,6 +132,8 @@ export interface FakeIdentityInfo {
   introspectionUrl: string;
   /** Google's token endpoint stand-in (config `tokenUrl`). */
   googleTokenUrl: string;
+  /** Google's consent screen stand-in (config `authorizeUrl`). */
+  googleAuthorizeUrl: string;
 }
 
 /** One request the token endpoint answered. */
@@ -202,6 +225,9 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   /** Refresh tokens by value: whose, for which client, and whether still good. */
   private readonly refreshTokens = new Map<string, { username: string; clientId: string; tenant: string; scopes: string[]; state: "live" | "rotated" | "revoked" }>();
   private readonly deviceByCode = new Map<string, FakeDeviceCode>();
+  private readonly authCodes = new Map<string, FakeAuthCode>();
+  /** Who is signed in to Google in "the browser", and what they answer on the consent screen. */
+  private googleBrowser: { username: string; consent: boolean } | undefined;
   private readonly options: FakeIdentityOptions;
   private readonly apps: FakeApp[];
   private readonly grants = new Map<string, Set<string>>();
@@ -270,6 +296,15 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     for (const rt of this.refreshTokens.values()) if (rt.username.toLowerCase() === username.toLowerCase()) rt.state = "revoked";
   }
 
+  /**
+   * The person at the browser is signed in to Google as `username` and, on the consent screen,
+   * allows (or denies) access: the next authorization request redirects with a code (or
+   * `error=access_denied`). Without it, the consent screen signs in as the request's `login_hint`.
+   */
+  googleSignedInAs(username: string, consent = true): void {
+    this.googleBrowser = { username, consent };
+  }
+
   /** Refresh-token redemptions, successful or not. */
   refreshRequests(clientId?: string): FakeTokenRequest[] {
     return this.tokenRequests.filter((r) => r.fields.includes("refresh_token") && (clientId === undefined || r.clientId === clientId));
@@ -324,6 +359,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
         caCertPath,
         introspectionUrl: `${base}/introspect`,
         googleTokenUrl: `${base}/google/token`,
+        googleAuthorizeUrl: `${base}/google/authorize`,
       };
       return this.current;
     }
@@ -400,6 +436,10 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     }
     if (req.method === "POST" && parts[0] === "google" && parts[1] === "token") {
       await this.googleToken(req, json);
+      return;
+    }
+    if (req.method === "GET" && parts[0] === "google" && parts[1] === "authorize") {
+      this.googleAuthorize(url, res);
       return;
     }
     if (req.method === "GET" && parts.at(-2) === ".well-known" && parts.at(-1) === "openid-configuration") {
@@ -670,8 +710,96 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     return false;
   }
 
+  /**
+   * Google's consent screen, reduced to its answer: checks the request as Google does (a known
+   * client, a loopback redirect, a code, PKCE with S256) and redirects with a one-use code.
+   */
+  private googleAuthorize(url: URL, res: ServerResponse): void {
+    const q = url.searchParams;
+    const page = (status: number, text: string) => {
+      res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
+      res.end(text);
+    };
+    const clientId = q.get("client_id") ?? "";
+    if (!(this.options.googleClients ?? []).some((c) => c.clientId === clientId)) return page(401, "Error 401: invalid_client. The OAuth client was not found.");
+    const redirectUri = q.get("redirect_uri") ?? "";
+    if (!/^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)(:\d+)?\//.test(redirectUri)) return page(400, "Error 400: redirect_uri_mismatch");
+    if (q.get("response_type") !== "code") return page(400, "Error 400: unsupported_response_type");
+    const challenge = q.get("code_challenge");
+    if (challenge === null || q.get("code_challenge_method") !== "S256") return page(400, "Error 400: invalid_request. Missing code_challenge (S256).");
+    const back = new URL(redirectUri);
+    const state = q.get("state");
+    if (state !== null) back.searchParams.set("state", state);
+    const browser = this.googleBrowser ?? { username: q.get("login_hint") ?? "", consent: true };
+    if (!browser.consent || browser.username === "") {
+      back.searchParams.set("error", "access_denied");
+    } else {
+      const code = `4/fake-${randomUUID()}`;
+      this.authCodes.set(code, { clientId, redirectUri, challenge, username: browser.username, scopes: (q.get("scope") ?? "").split(" ").filter(Boolean), expiresAt: Date.now() + 600_000, redeemed: false });
+      back.searchParams.set("code", code);
+      back.searchParams.set("scope", q.get("scope") ?? "");
+    }
+    res.writeHead(302, { location: back.toString() });
+    res.end();
+  }
+
+  /** Google's authorization-code and refresh-token grants of a desktop client. */
+  private googleDelegatedToken(form: URLSearchParams, record: (status: number) => void, json: (status: number, value: unknown) => void): void {
+    const refuse = (status: number, error: string, description: string) => {
+      record(status);
+      json(status, { error, error_description: description });
+    };
+    const clientId = form.get("client_id") ?? "";
+    const client = (this.options.googleClients ?? []).find((c) => c.clientId === clientId);
+    if (client === undefined || client.clientSecret !== form.get("client_secret")) return refuse(401, "invalid_client", "Unauthorized");
+    let username: string;
+    let scopes: string[];
+    if (form.get("grant_type") === "authorization_code") {
+      const code = this.authCodes.get(form.get("code") ?? "");
+      if (code === undefined || code.clientId !== clientId || code.redeemed || code.expiresAt <= Date.now()) return refuse(400, "invalid_grant", "Malformed auth code.");
+      if (code.redirectUri !== form.get("redirect_uri")) return refuse(400, "redirect_uri_mismatch", "Bad Request");
+      const verifier = form.get("code_verifier") ?? "";
+      if (createHash("sha256").update(verifier).digest("base64url") !== code.challenge) return refuse(400, "invalid_grant", "Missing code verifier.");
+      code.redeemed = true;
+      username = code.username;
+      scopes = code.scopes;
+    } else {
+      const rt = this.refreshTokens.get(form.get("refresh_token") ?? "");
+      if (rt === undefined || rt.clientId !== clientId || rt.state !== "live") return refuse(400, "invalid_grant", "Token has been expired or revoked.");
+      username = rt.username;
+      scopes = rt.scopes;
+      if (this.options.googleRotatesRefreshTokens) rt.state = "rotated";
+    }
+    record(200);
+    const now = Math.floor(Date.now() / 1000);
+    const lifetime = this.tokenLifetimeSeconds;
+    const scope = scopes.filter((x) => x !== "openid" && x !== "email").join(" ");
+    const accessToken = this.signToken({ provider: "google", sub: username, azp: clientId, scope, iat: now, exp: now + lifetime, uti: randomUUID() });
+    this.issuedTokens.push(accessToken);
+    const newRefresh = form.get("grant_type") === "authorization_code" || this.options.googleRotatesRefreshTokens === true;
+    let refreshToken: string | undefined;
+    if (newRefresh) {
+      refreshToken = `1//fake-${randomUUID()}`;
+      this.refreshTokens.set(refreshToken, { username, clientId, tenant: "google", scopes, state: "live" });
+      this.issuedRefreshTokens.push(refreshToken);
+    }
+    const idToken = scopes.includes("email")
+      ? this.signToken({ iss: "https://accounts.google.com", aud: clientId, azp: clientId, sub: createHash("sha256").update(username).digest("hex").slice(0, 21), email: username, email_verified: true, iat: now, exp: now + 3600 })
+      : undefined;
+    json(200, { token_type: "Bearer", expires_in: lifetime, access_token: accessToken, scope, ...(refreshToken ? { refresh_token: refreshToken } : {}), ...(idToken ? { id_token: idToken } : {}) });
+  }
+
   private async googleToken(req: IncomingMessage, json: (status: number, value: unknown) => void): Promise<void> {
     const form = new URLSearchParams(await body(req));
+    const grant = form.get("grant_type");
+    if (grant === "authorization_code" || grant === "refresh_token") {
+      this.googleDelegatedToken(
+        form,
+        (status) => this.tokenRequests.push({ provider: "google", tenantId: "google", clientId: form.get("client_id") ?? "", status, errorCode: null, fields: [...form.keys()], at: new Date() }),
+        json,
+      );
+      return;
+    }
     const jwt = decodeJwt(form.get("assertion") ?? "");
     const iss = typeof jwt?.payload.iss === "string" ? jwt.payload.iss : "";
     const record = (status: number) =>

@@ -1,6 +1,6 @@
 import type { MailboxAuth, PostroomConfig } from "@postroom/config";
 import { allMailboxes, findMailbox, resolveSecret, SecretError } from "@postroom/config";
-import { CredentialRequest, mailboxOfSubject, SignInRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names, type SignInReply } from "@postroom/contracts";
+import { CredentialRequest, mailboxOfSubject, SignInCode, SignInRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names, type SignInReply } from "@postroom/contracts";
 import { sealReply, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { randomUUID } from "node:crypto";
@@ -8,6 +8,7 @@ import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { CredentialConfigError, classifyTokenFailure, type TokenFailure } from "./classify.js";
 import { MicrosoftDelegatedSource } from "./delegated.js";
+import { GoogleDelegatedSource } from "./google-delegated.js";
 import { expiryWarnings, type ExpiryWarning } from "./expiry.js";
 import type { GrantStore } from "./grant-store.js";
 import {
@@ -54,8 +55,15 @@ export interface CredentialServiceOptions {
 }
 
 type Reply = Credential | CredentialError;
-type OAuthAuth = Exclude<MailboxAuth, { type: "password" | "microsoft-delegated" }>;
+type OAuthAuth = Exclude<MailboxAuth, { type: "password" | "microsoft-delegated" | "google-delegated" }>;
 type DelegatedAuth = Extract<MailboxAuth, { type: "microsoft-delegated" }>;
+type GoogleAuth = Extract<MailboxAuth, { type: "google-delegated" }>;
+
+/** The mailbox's delegated auth (inbound first, then SMTP's), if it has one. */
+function delegatedAuthOf(mailbox: { auth: MailboxAuth; smtp?: { auth?: MailboxAuth | undefined } | undefined }): DelegatedAuth | GoogleAuth | undefined {
+  for (const auth of [mailbox.auth, mailbox.smtp?.auth]) if (auth?.type === "microsoft-delegated" || auth?.type === "google-delegated") return auth;
+  return undefined;
+}
 
 /** A token source that resolves its secret references on every fetch, so a rotated secret is used without a restart. */
 class ResolvingSource implements TokenSource {
@@ -108,6 +116,7 @@ export class CredentialService {
   #warnings = new Map<string, ExpiryWarning[]>();
   #expiryTimer: NodeJS.Timeout | undefined;
   #delegated = new Map<string, MicrosoftDelegatedSource>();
+  #google = new Map<string, GoogleDelegatedSource>();
   #signIns = new Map<string, NonNullable<MailboxAuthStatus["signIn"]>>();
 
   constructor(private readonly options: CredentialServiceOptions) {}
@@ -215,7 +224,12 @@ export class CredentialService {
         return failure("needs-admin", message, "secret-unresolved", fix);
       }
     }
-    const cache = auth.type === "microsoft-delegated" ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases) : this.#cacheFor(auth, mailbox.address);
+    const cache =
+      auth.type === "microsoft-delegated"
+        ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases)
+        : auth.type === "google-delegated"
+          ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases)
+          : this.#cacheFor(auth, mailbox.address);
     try {
       const token = await cache.get(request.rejected);
       if (request.rejected) log.info({ purpose: request.purpose }, "the server rejected a token; a fresh one was served");
@@ -238,13 +252,44 @@ export class CredentialService {
     return `postroom auth sign-in --config ${path} --mailbox ${tenantId}/${mailboxId}`;
   }
 
+  /** The sealed grant store, which every delegated mailbox needs. */
+  #grants(): GrantStore {
+    const grants = this.options.grants;
+    if (!grants) throw new CredentialConfigError("no tokenStore is configured, so delegated grants cannot be kept", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } to the config", "token-store-missing");
+    return grants;
+  }
+
+  /** One Google delegated mailbox's token source (OAuth2Client over the sealed grant). */
+  #googleSource(tenantId: string, mailboxId: string, auth: GoogleAuth, address: string, aliases: string[]): GoogleDelegatedSource {
+    const key = `${tenantId}.${mailboxId}`;
+    let source = this.#google.get(key);
+    if (!source) {
+      const env = this.options.env ?? process.env;
+      source = new GoogleDelegatedSource(
+        {
+          key: this.options.names.mailboxKey(tenantId, mailboxId),
+          address,
+          aliases,
+          clientId: auth.clientId,
+          clientSecret: () => resolveConfigSecret(auth.clientSecret, env, "clientSecret"),
+          scopes: auth.scopes,
+          ...(auth.authorizeUrl === undefined ? {} : { authorizeUrl: auth.authorizeUrl }),
+          ...(auth.tokenUrl === undefined ? {} : { tokenUrl: auth.tokenUrl }),
+          signInCommand: this.#signInCommand(tenantId, mailboxId),
+        },
+        this.#grants(),
+      );
+      this.#google.set(key, source);
+    }
+    return source;
+  }
+
   /** One delegated mailbox's token source (msal public client over the sealed grant). */
   #delegatedSource(tenantId: string, mailboxId: string, auth: DelegatedAuth, address: string, aliases: string[]): MicrosoftDelegatedSource {
     const key = `${tenantId}.${mailboxId}`;
     let source = this.#delegated.get(key);
     if (!source) {
-      const grants = this.options.grants;
-      if (!grants) throw new CredentialConfigError("no tokenStore is configured, so delegated grants cannot be kept", "add tokenStore: { key: env:POSTROOM_TOKEN_KEY } to the config", "token-store-missing");
+      const grants = this.#grants();
       source = new MicrosoftDelegatedSource(
         {
           key: this.options.names.mailboxKey(tenantId, mailboxId),
@@ -265,13 +310,13 @@ export class CredentialService {
   }
 
   /** A delegated mailbox's token cache: one per mailbox (the token is the person's own). */
-  #delegatedCache(tenantId: string, mailboxId: string, auth: DelegatedAuth, address: string, aliases: string[]): TokenCache {
+  #delegatedCache(tenantId: string, mailboxId: string, auth: DelegatedAuth | GoogleAuth, address: string, aliases: string[]): TokenCache {
     const key = ["msd", tenantId, mailboxId].join("|");
     let cache = this.#caches.get(key);
     if (!cache) {
       let source: TokenSource;
       try {
-        source = this.#delegatedSource(tenantId, mailboxId, auth, address, aliases);
+        source = auth.type === "google-delegated" ? this.#googleSource(tenantId, mailboxId, auth, address, aliases) : this.#delegatedSource(tenantId, mailboxId, auth, address, aliases);
       } catch (error) {
         source = { acquire: () => Promise.reject(error) };
       }
@@ -282,7 +327,8 @@ export class CredentialService {
   }
 
   /**
-   * `postroom auth sign-in` asks for a device-code sign-in. token-service runs the whole flow, so
+   * `postroom auth sign-in` asks for a device-code sign-in (a Google mailbox: a browser sign-in,
+   * `#googleSignIn`). token-service runs the whole flow, so
    * the refresh token is only ever in this process and in the sealed store; the reply carries the
    * code the person types, and the outcome is written to the mailbox's auth state (`signIn`).
    */
@@ -294,15 +340,25 @@ export class CredentialService {
     if (at === undefined || !this.#serves(at.tenant, at.mailbox)) return reply(unknownMailbox(msg.subject));
     const { tenant: tenantId, mailbox: mailboxId } = at;
     const log = this.options.logger.child({ tenant: tenantId, mailbox: mailboxId });
+    let request: SignInRequest | SignInCode;
     try {
-      SignInRequest.parse(JSON.parse(new TextDecoder().decode(msg.data)));
+      const body: unknown = JSON.parse(new TextDecoder().decode(msg.data));
+      const code = SignInCode.safeParse(body);
+      request = code.success ? code.data : SignInRequest.parse(body);
     } catch {
       return reply(failure("transient", "the sign-in request is not a v1 request", null, "upgrade the postroom command"));
     }
-    log.info({}, "delegated sign-in requested");
+    if (request.tenant !== tenantId || request.mailbox !== mailboxId) {
+      return reply(failure("unknown-mailbox", `the request names mailbox ${request.tenant}/${request.mailbox} but was sent for ${tenantId}/${mailboxId}`, null, "ask on the subject of the mailbox you mean"));
+    }
     const { mailbox } = findMailbox(this.options.config, tenantId, mailboxId)!;
-    const auth = mailbox.auth.type === "microsoft-delegated" ? mailbox.auth : mailbox.smtp?.auth?.type === "microsoft-delegated" ? mailbox.smtp.auth : undefined;
-    if (!auth) return reply(failure("needs-admin", `mailbox ${tenantId}/${mailboxId} uses ${mailbox.auth.type} auth, which needs no sign-in`, null, "set auth.type: microsoft-delegated to sign a person in"));
+    const auth = delegatedAuthOf(mailbox);
+    if (!auth) return reply(failure("needs-admin", `mailbox ${tenantId}/${mailboxId} uses ${mailbox.auth.type} auth, which needs no sign-in`, null, "set auth.type: microsoft-delegated or google-delegated to sign a person in"));
+    if (auth.type === "google-delegated") return this.#googleSignIn(tenantId, mailboxId, auth, mailbox.address, mailbox.aliases, request, reply);
+    if ("code" in request || request.flow === "browser") {
+      return reply(failure("needs-admin", "Microsoft mailboxes sign in with a device code here", "flow-unsupported", "run postroom auth sign-in without --browser"));
+    }
+    log.info({}, "delegated sign-in requested");
     let source: MicrosoftDelegatedSource;
     let started: Awaited<ReturnType<MicrosoftDelegatedSource["signIn"]>>;
     try {
@@ -334,6 +390,60 @@ export class CredentialService {
         this.#publish(tenantId, mailboxId, "microsoft-delegated", { state: "needs-admin", code: f.code ?? "sign-in-failed", message: f.message, fix: `run ${this.#signInCommand(tenantId, mailboxId)} again` }, null);
       },
     );
+  }
+
+  /**
+   * A Google sign-in, in two requests on the same subject: the first (with the CLI's loopback
+   * `redirectUri`) gets the address to open; the second brings the code the browser was
+   * redirected with. Between them token-service alone holds the PKCE verifier.
+   */
+  async #googleSignIn(
+    tenantId: string,
+    mailboxId: string,
+    auth: GoogleAuth,
+    address: string,
+    aliases: string[],
+    request: SignInRequest | SignInCode,
+    reply: (r: SignInReply) => void,
+  ): Promise<void> {
+    const log = this.options.logger.child({ tenant: tenantId, mailbox: mailboxId });
+    const key = `${tenantId}.${mailboxId}`;
+    let source: GoogleDelegatedSource;
+    try {
+      source = this.#googleSource(tenantId, mailboxId, auth, address, aliases);
+    } catch (error) {
+      const f = classifyTokenFailure(error);
+      return reply(failure(f.kind, f.message, f.code, f.fix));
+    }
+    if (!("code" in request)) {
+      if (request.redirectUri === undefined) return reply(failure("needs-admin", "a Google sign-in needs a browser and a loopback redirect", "flow-unsupported", "upgrade the postroom command (Google's device flow does not grant the Gmail scope)"));
+      const id = randomUUID();
+      try {
+        const started = await source.startSignIn(id, request.redirectUri);
+        this.#signIns.set(key, { id, state: "pending", message: null, at: new Date().toISOString() });
+        this.#publish(tenantId, mailboxId, "google-delegated", { state: "needs-admin", code: "sign-in-pending", message: `waiting for ${address} to sign in`, fix: "finish the sign-in in the browser postroom auth sign-in opened" }, null);
+        log.info({ expiresAt: started.expiresAt.toISOString() }, "Google sign-in started; waiting for the browser");
+        return reply({ version: "v1", signInId: id, authorizationUrl: started.authorizationUrl, expiresAt: started.expiresAt.toISOString() });
+      } catch (error) {
+        const f = classifyTokenFailure(error);
+        log.warn({ code: f.code, problem: f.message }, "Google sign-in could not start");
+        return reply(failure(f.kind, f.message, f.code, f.fix));
+      }
+    }
+    try {
+      const account = await source.completeSignIn(request.signInId, request.state, request.code);
+      this.#caches.delete(["msd", tenantId, mailboxId].join("|"));
+      this.#signIns.set(key, { id: request.signInId, state: "done", message: `signed in as ${account}`, at: new Date().toISOString() });
+      log.info({}, "Google sign-in finished; the grant is stored sealed");
+      this.#publish(tenantId, mailboxId, "google-delegated", { state: "ok", code: null, message: null, fix: null }, null);
+      reply({ version: "v1", signInId: request.signInId, account });
+    } catch (error) {
+      const f = classifyTokenFailure(error);
+      this.#signIns.set(key, { id: request.signInId, state: "failed", message: f.message, at: new Date().toISOString() });
+      log.warn({ code: f.code, problem: f.message }, "Google sign-in failed");
+      this.#publish(tenantId, mailboxId, "google-delegated", { state: "needs-admin", code: f.code ?? "sign-in-failed", message: f.message, fix: `run ${this.#signInCommand(tenantId, mailboxId)} again` }, null);
+      reply(failure(f.kind, f.message, f.code, f.fix));
+    }
   }
 
   /** The token cache of one credential, created on first use. */
@@ -469,7 +579,7 @@ export class CredentialService {
     // Drain: stop taking requests, finish answering those in hand, then stop the expiry timer.
     // A sign-in still polling is abandoned: its code was for this process only.
     clearInterval(this.#expiryTimer);
-    for (const source of this.#delegated.values()) source.cancelSignIn();
+    for (const source of [...this.#delegated.values(), ...this.#google.values()]) source.cancelSignIn();
     await Promise.all(this.#subs.map((s) => s.drain()));
     this.#subs = [];
     await Promise.all([...this.#handling]);

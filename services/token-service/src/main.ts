@@ -36,7 +36,7 @@ await runService(logger, async () => {
     grants = new GrantStore(await openKv(nc, n.buckets.oauthGrants, { replicas: config.nats.replicas, history: 1 }), keys);
     const delegated = config.tenants
       .filter((t) => !tenants?.length || tenants.includes(t.id))
-      .flatMap((t) => t.mailboxes.filter((m) => m.auth.type === "microsoft-delegated" || m.smtp?.auth?.type === "microsoft-delegated").map((m) => n.mailboxKey(t.id, m.id)));
+      .flatMap((t) => t.mailboxes.filter((m) => [m.auth.type, m.smtp?.auth?.type].some((x) => x === "microsoft-delegated" || x === "google-delegated")).map((m) => n.mailboxKey(t.id, m.id)));
     const rewrapped = await grants.rewrapAll(delegated);
     if (rewrapped > 0) logger.info({ rewrapped }, "delegated grants re-sealed with the current tokenStore.key");
   }

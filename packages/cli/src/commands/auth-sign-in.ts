@@ -1,6 +1,9 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "@postroom/config";
-import { MailboxAuthStatus, names as namesOf, SignInReply, type SignInRequest } from "@postroom/contracts";
+import { MailboxAuthStatus, names as namesOf, SignInReply, type Names, type SignInCode, type SignInRequest } from "@postroom/contracts";
+import type { NatsConnection } from "@postroom/nats-kit";
 import { connectNats, openKv } from "@postroom/nats-kit";
 import { EXIT_USAGE } from "../dispatch.js";
 import { operatorNatsOptions } from "./nats-operator.js";
@@ -8,10 +11,12 @@ import { commandTarget } from "./run-state.js";
 
 export const help = `Usage: postroom auth sign-in --config FILE --mailbox [TENANT/]ID [--timeout SECONDS]
 
-Signs a delegated mailbox (auth.type: microsoft-delegated) in with the device-code flow: prints
-a web address and a code, and waits while the mailbox's owner opens the address on any device,
-enters the code and signs in with the mailbox's own account. Works over SSH with no browser on
-the server.
+Signs a delegated mailbox in. Microsoft (auth.type: microsoft-delegated): the device-code flow
+prints a web address and a code, and waits while the mailbox's owner opens the address on any
+device, enters the code and signs in with the mailbox's own account; works over SSH with no
+browser on the server. Google (auth.type: google-delegated): Google's device flow does not grant
+the Gmail scope, so this command listens on a loopback port, prints a Google sign-in address, and
+waits for the browser to come back to it (over SSH: forward that port, as printed).
 
 The flow runs inside token-service, which keeps the refresh token, sealed (tokenStore), and is
 the only process that ever sees it: this command only shows the code and waits for the mailbox's
@@ -22,6 +27,7 @@ cluster's). Run it again whenever postroom status says the mailbox needs a new s
 Options:
   -c, --config FILE          the Postroom config file (default: $POSTROOM_CONFIG, then the running up/demo)
   -m, --mailbox [TENANT/]ID  the mailbox to sign in (TENANT/ when ids repeat across tenants)
+      --port PORT            the loopback port a Google sign-in comes back to (default: any free one)
       --timeout SECONDS      give up waiting after this long (default: until the code expires)
   -h, --help                 show this help
 
@@ -37,6 +43,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         config: { type: "string", short: "c" },
         mailbox: { type: "string", short: "m" },
         timeout: { type: "string" },
+        port: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -69,10 +76,13 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
   const matches = config.tenants.flatMap((t) => t.mailboxes.filter((m) => m.id === idPart && (tenantPart === undefined || t.id === tenantPart)).map((m) => ({ tenant: t, mailbox: m })));
   if (matches.length !== 1) return usage(matches.length === 0 ? `no mailbox "${values.mailbox}" in ${target.config}` : `mailbox "${idPart}" exists in several tenants: give TENANT/${idPart}`);
   const { tenant, mailbox } = matches[0]!;
-  if (mailbox.auth.type !== "microsoft-delegated" && mailbox.smtp?.auth?.type !== "microsoft-delegated") {
-    process.stderr.write(`postroom auth sign-in: mailbox ${tenant.id}/${mailbox.id} uses ${mailbox.auth.type} auth, which needs no sign-in\n  fix: set auth: { type: microsoft-delegated, clientId: <public client id> } to sign a person in\n`);
+  const delegated = [mailbox.auth.type, mailbox.smtp?.auth?.type].find((t) => t === "microsoft-delegated" || t === "google-delegated");
+  if (delegated === undefined) {
+    process.stderr.write(`postroom auth sign-in: mailbox ${tenant.id}/${mailbox.id} uses ${mailbox.auth.type} auth, which needs no sign-in\n  fix: set auth: { type: microsoft-delegated, clientId: <public client id> } (or google-delegated) to sign a person in\n`);
     return 1;
   }
+  const port = values.port === undefined ? 0 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return usage("--port must be a port number");
   const names = namesOf(config.nats.namespace);
   let nc;
   try {
@@ -82,6 +92,8 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     return 1;
   }
   try {
+    const timeoutAt = values.timeout ? Date.now() + Number(values.timeout) * 1000 : Infinity;
+    if (delegated === "google-delegated") return await browserSignIn({ nc, names, tenant: tenant.id, mailbox: mailbox.id, address: mailbox.address, port, timeoutAt, out });
     const request: SignInRequest = { version: "v1", tenant: tenant.id, mailbox: mailbox.id };
     let reply: SignInReply | undefined;
     // token-service may be starting (no responders yet): ask again for half a minute.
@@ -100,12 +112,13 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
       process.stderr.write(`postroom auth sign-in: token-service did not answer (${problem})\n  fix: start token-service (postroom up), then run this again\n`);
       return 1;
     }
-    if ("error" in reply) {
-      process.stderr.write(`postroom auth sign-in: ${reply.error.message}${reply.error.code ? ` (${reply.error.code})` : ""}\n${reply.error.fix ? `  fix: ${reply.error.fix}\n` : ""}`);
+    if ("error" in reply) return refused(reply.error);
+    if (!("userCode" in reply)) {
+      process.stderr.write("postroom auth sign-in: token-service did not answer with a device code\n  fix: upgrade token-service to this version\n");
       return 1;
     }
     out.write(`Sign in ${mailbox.address} (mailbox ${tenant.id}/${mailbox.id}):\n\n  open   ${reply.verificationUri}\n  code   ${reply.userCode}\n\n${reply.message}\nWaiting until ${reply.expiresAt} …\n`);
-    const deadline = Math.min(Date.parse(reply.expiresAt), values.timeout ? Date.now() + Number(values.timeout) * 1000 : Infinity);
+    const deadline = Math.min(Date.parse(reply.expiresAt), timeoutAt);
     // The outcome is token-service's auth state of the mailbox; polled, because a person takes
     // seconds to minutes and a watch would add nothing but a consumer.
     const kv = await openKv(nc, names.buckets.mailboxStatus, { replicas: config.nats.replicas });
@@ -127,5 +140,109 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
     return 1;
   } finally {
     await nc.close();
+  }
+}
+
+function refused(error: { message: string; code: string | null; fix: string | null }): number {
+  process.stderr.write(`postroom auth sign-in: ${error.message}${error.code ? ` (${error.code})` : ""}\n${error.fix ? `  fix: ${error.fix}\n` : ""}`);
+  return 1;
+}
+
+/** Asks token-service, retrying while it is starting (no responders yet) for half a minute. */
+async function ask(nc: NatsConnection, subject: string, body: SignInRequest | SignInCode): Promise<SignInReply | string> {
+  const askUntil = Date.now() + 30_000;
+  let problem = "";
+  while (Date.now() < askUntil) {
+    try {
+      const msg = await nc.request(subject, JSON.stringify(body), { timeout: 15_000 });
+      return SignInReply.parse(JSON.parse(new TextDecoder().decode(msg.data)));
+    } catch (e) {
+      problem = (e as Error).message;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  return problem;
+}
+
+/** What the browser brought back to the loopback address. */
+type Redirect = { code: string; state: string; respond: (ok: boolean, text: string) => void } | { error: string; respond: (ok: boolean, text: string) => void };
+
+/**
+ * The authorization-code sign-in (Google): a loopback listener for the redirect, the address to
+ * open from token-service, then the code handed back to token-service, which alone can redeem it
+ * (it keeps the PKCE verifier and the client secret).
+ */
+async function browserSignIn(o: { nc: NatsConnection; names: Names; tenant: string; mailbox: string; address: string; port: number; timeoutAt: number; out: NodeJS.WritableStream }): Promise<number> {
+  let arrived!: (r: Redirect) => void;
+  const redirected = new Promise<Redirect>((resolve) => (arrived = resolve));
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    const code = url.searchParams.get("code");
+    const state = url.searchParams.get("state");
+    const error = url.searchParams.get("error");
+    if (code === null && error === null) {
+      res.writeHead(404).end();
+      return;
+    }
+    const respond = (ok: boolean, text: string) => {
+      res.writeHead(ok ? 200 : 400, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
+      res.end(`${text}\n`);
+    };
+    arrived(code !== null ? { code, state: state ?? "", respond } : { error: error ?? "unknown", respond });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, "127.0.0.1", () => resolve());
+  });
+  try {
+    const { port } = server.address() as AddressInfo;
+    const subject = o.names.subjects.signIn(o.tenant, o.mailbox);
+    const started = await ask(o.nc, subject, { version: "v1", tenant: o.tenant, mailbox: o.mailbox, flow: "browser", redirectUri: `http://127.0.0.1:${port}/` });
+    if (typeof started === "string") {
+      process.stderr.write(`postroom auth sign-in: token-service did not answer (${started})\n  fix: start token-service (postroom up), then run this again\n`);
+      return 1;
+    }
+    if ("error" in started) return refused(started.error);
+    if (!("authorizationUrl" in started)) {
+      process.stderr.write("postroom auth sign-in: token-service did not answer with a sign-in address\n  fix: upgrade token-service to this version\n");
+      return 1;
+    }
+    o.out.write(
+      `Sign in ${o.address} (mailbox ${o.tenant}/${o.mailbox}) with its own Google account:\n\n  open   ${started.authorizationUrl}\n\n` +
+        `The browser comes back to http://127.0.0.1:${port}/ on this machine. Signing in from another\n` +
+        `machine? Forward the port first: ssh -L ${port}:127.0.0.1:${port} <this server>\nWaiting until ${started.expiresAt} …\n`,
+    );
+    const deadline = Math.min(Date.parse(started.expiresAt), o.timeoutAt);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), Math.max(0, deadline - Date.now()))));
+    const back = await Promise.race([redirected, late]).finally(() => clearTimeout(timer));
+    if (back === "late") {
+      process.stderr.write("postroom auth sign-in: nobody signed in before the sign-in expired\n  fix: run this command again and finish the sign-in in the browser within its lifetime\n");
+      return 1;
+    }
+    if ("error" in back) {
+      back.respond(false, `Sign-in refused (${back.error}). Nothing was stored; run postroom auth sign-in again.`);
+      process.stderr.write(`postroom auth sign-in: Google refused the sign-in (${back.error})\n  fix: run this command again and allow Postroom access to the mailbox\n`);
+      return 1;
+    }
+    const done = await ask(o.nc, subject, { version: "v1", tenant: o.tenant, mailbox: o.mailbox, signInId: started.signInId, state: back.state, code: back.code });
+    if (typeof done === "string" || "error" in done || !("account" in done)) {
+      back.respond(false, "The sign-in did not finish: see the terminal running postroom auth sign-in.");
+      if (typeof done === "string") {
+        process.stderr.write(`postroom auth sign-in: token-service did not answer (${done})\n  fix: run this command again\n`);
+        return 1;
+      }
+      if ("error" in done) return refused(done.error);
+      process.stderr.write("postroom auth sign-in: token-service did not confirm the sign-in\n  fix: run this command again\n");
+      return 1;
+    }
+    back.respond(true, `Signed in as ${done.account}. Postroom keeps the grant; you can close this tab.`);
+    o.out.write(`Done: signed in as ${done.account}. token-service keeps the grant, sealed; nothing more to do.\n`);
+    return 0;
+  } finally {
+    // The browser's answer is written by now; idle keep-alive sockets must not hold the exit up.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    await closed;
   }
 }

@@ -46,6 +46,9 @@ function authRefs(auth: MailboxAuth, path: string): Array<[string, string]> {
     case "microsoft-delegated":
       // A public client has no secret; its grant lives in token-service's sealed store.
       return [];
+    case "google-delegated":
+      // Google's desktop clients have a secret; the grant itself lives in token-service's sealed store.
+      return [[`${path}.clientSecret`, auth.clientSecret]];
   }
 }
 

@@ -193,6 +193,15 @@ async function resolveAuth(auth: MailboxAuth, address: string, env: NodeJS.Proce
     });
     return undefined;
   }
+  if (auth.type === "google-delegated") {
+    sanity.push({
+      step: "config",
+      verdict: "fail",
+      summary: `delegated Google auth (client ${auth.clientId}): test-auth cannot test it on its own`,
+      explanation: { code: "delegated", meaning: "only token-service holds the mailbox's refresh token", fix: "run postroom auth sign-in --config <file> --mailbox <id>, then postroom status shows whether IMAP/POP/SMTP log in" },
+    });
+    return undefined;
+  }
   if (auth.type === "google-service-account") {
     const text = await secret(auth.keyFile, "keyFile");
     if (text === undefined) return undefined;
