@@ -23,7 +23,10 @@ before(async () => {
     },
   });
   await w.system.start();
-  await w.mailboxReady();
+  // Both mailboxes must have made their first start (from-now) before the message arrives: a
+  // mailbox first opened after it would rightly leave it alone as older than its first start.
+  await w.mailboxReady(40_000, "support");
+  await w.mailboxReady(40_000, "support-pop");
 });
 
 after(async () => {
