@@ -102,25 +102,37 @@ async function archived(mailbox: string): Promise<number> {
   return Number(rows[0]!.n);
 }
 
-test("postroom auth sign-in runs the device-code flow in token-service; a sign-in as another account is refused", { timeout: 180_000 }, async () => {
+test("postroom auth sign-in runs the device-code flow (or, with --browser, an authorization code) in token-service; a sign-in as another account is refused", { timeout: 180_000 }, async () => {
   // Two operators at once: one signs the IMAP mailbox in, the other signs the POP3 one in with
   // the wrong account first.
   const [good, wrong] = await Promise.all([signIn("support"), signIn("support-pop", "somebody-else@outlook.test")]);
   assert.equal(wrong.code, 1, wrong.out + wrong.err);
   assert.match(wrong.err, /signed in as somebody-else@outlook\.test, not as the mailbox support@acme\.test/);
-  for (const r of [good, await signIn("support-pop")]) {
+  // Where a browser is at hand: the POP3 mailbox signs in with --browser (authorization code,
+  // PKCE, a loopback redirect) instead of a device code.
+  const browser = await w.signInWithBrowser(["--config", configPath, "--mailbox", "acme/support-pop", "--browser"], MAILBOX);
+  for (const r of [good, browser]) {
     assert.equal(r.code, 0, `${r.out}\n${r.err}\n${w.system.dump()}`);
     assert.match(r.out, /Done: signed in as support@acme\.test/);
   }
+  assert.equal(browser.page.status, 200);
+  const q = browser.authorizationUrl.searchParams;
+  assert.equal(browser.authorizationUrl.pathname, "/consumers/oauth2/v2.0/authorize");
+  assert.deepEqual([q.get("client_id"), q.get("code_challenge_method"), q.get("login_hint"), q.get("response_type")], [PUBLIC_CLIENT_ID, "S256", MAILBOX, "code"]);
   // The device-code poll was answered "authorization_pending" until the person approved.
   assert.ok(w.idp.deviceCodes.every((d) => d.pendingPolls >= 1));
-  assert.equal(w.idp.deviceCodes.filter((d) => d.redeemed).length, 3);
+  assert.equal(w.idp.deviceCodes.filter((d) => d.redeemed).length, 2);
+  const redeemed = w.idp.requestsFor(PUBLIC_CLIENT_ID).filter((r) => r.fields.includes("code") && r.status === 200);
+  assert.equal(redeemed.length, 1, "the browser's code redeemed once");
+  assert.ok(redeemed[0]!.fields.includes("code_verifier"), "with the PKCE verifier");
 });
 
 test("with 8-second tokens, IMAP and POP3 reading and SMTP replies keep working over several lifetimes, each token from a rotated refresh token", { timeout: 240_000 }, async () => {
   w.system.startService("imap-poller");
   w.system.startService("smtp-sender");
+  // Both mailboxes first: one first opened after a message arrived would leave it alone (from-now).
   await w.mailboxReady(60_000, "support");
+  await w.mailboxReady(60_000, "support-pop");
   const refreshesBefore = w.idp.refreshRequests(PUBLIC_CLIENT_ID).length;
   // 26 s of 8-second tokens: more than three lifetimes, each ending in a refresh.
   const round = await w.mailFlowFor(26_000, customerMail, "Delegated");

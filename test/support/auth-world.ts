@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import type { PostroomConfigInput } from "@postroom/config";
 import { names, type MailboxStatus, type Names } from "@postroom/contracts";
@@ -23,7 +26,7 @@ import {
   type TestDatabase,
 } from "@postroom/testkit";
 import pg from "pg";
-import { filesHolding, jetStreamFolders } from "./operator.js";
+import { filesHolding, jetStreamFolders, operatorEnv, runPostroom } from "./operator.js";
 import { secureWorld, worldDatabase, type SecureOptions, type WorldSecurity } from "./secure.js";
 import { PostroomSystem } from "./system.js";
 
@@ -196,6 +199,50 @@ export class AuthWorld {
       await new Promise((r) => setTimeout(r, 3_000));
     }
     return round;
+  }
+
+  /**
+   * `postroom auth sign-in` through a browser, with the browser signed in as `as` (consenting or
+   * not): waits for the printed address, opens it on the fake platform, follows the consent
+   * screen's redirect to the command's loopback port, and returns what the browser was shown and
+   * how the command ended.
+   */
+  async signInWithBrowser(
+    args: string[],
+    as: string,
+    consent = true,
+  ): Promise<{ code: number; out: string; err: string; page: { status: number; body: string }; authorizationUrl: URL }> {
+    let printed = "";
+    const run = runPostroom(["auth", "sign-in", ...args], operatorEnv(this.security), (text) => (printed = text));
+    const ended = run.then((r) => {
+      throw new Error(`postroom auth sign-in exited ${r.code} before printing an address:\n${r.out}\n${r.err}\n${this.system.dump()}`);
+    });
+    const address = await Promise.race([
+      waitFor(() => /open\s+(https:\/\/\S+)/.exec(printed)?.[1], { timeoutMs: 60_000, what: `a sign-in address printed\n${printed}\n${this.system.dump()}` }),
+      ended,
+    ]);
+    ended.catch(() => undefined);
+    this.idp.browserSignedInAs(as, consent);
+    const consentScreen = await this.#get(address);
+    assert.equal(consentScreen.status, 302, consentScreen.body);
+    assert.match(consentScreen.location ?? "", /^http:\/\/127\.0\.0\.1:\d+\/\?/);
+    const page = await this.#get(consentScreen.location!);
+    return { ...(await run), page, authorizationUrl: new URL(address) };
+  }
+
+  /** One GET as a browser would send it (trusting the fake platform's CA), redirects not followed. */
+  #get(url: string): Promise<{ status: number; location: string | undefined; body: string }> {
+    const ca = readFileSync(this.idp.info.caCertPath);
+    return new Promise((resolvePromise, reject) => {
+      const u = new URL(url);
+      const req = (u.protocol === "https:" ? httpsRequest(u, { ca }) : httpRequest(u)).on("response", (res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => (body += d.toString("utf8")));
+        res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, location: res.headers.location, body }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
   }
 
   /** Records every message on this world's subjects, inboxes, the JetStream API and KV, as text. */

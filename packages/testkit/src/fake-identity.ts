@@ -226,8 +226,8 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   private readonly refreshTokens = new Map<string, { username: string; clientId: string; tenant: string; scopes: string[]; state: "live" | "rotated" | "revoked" }>();
   private readonly deviceByCode = new Map<string, FakeDeviceCode>();
   private readonly authCodes = new Map<string, FakeAuthCode>();
-  /** Who is signed in to Google in "the browser", and what they answer on the consent screen. */
-  private googleBrowser: { username: string; consent: boolean } | undefined;
+  /** Who is signed in in "the browser", and what they answer on the consent screen. */
+  private browser: { username: string; consent: boolean } | undefined;
   private readonly options: FakeIdentityOptions;
   private readonly apps: FakeApp[];
   private readonly grants = new Map<string, Set<string>>();
@@ -297,12 +297,13 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   }
 
   /**
-   * The person at the browser is signed in to Google as `username` and, on the consent screen,
-   * allows (or denies) access: the next authorization request redirects with a code (or
-   * `error=access_denied`). Without it, the consent screen signs in as the request's `login_hint`.
+   * The person at the browser is signed in as `username` and, on the consent screen, allows (or
+   * denies) access: the next authorization request (Google's or Microsoft's) redirects with a
+   * code (or `error=access_denied`). Without it, the consent screen signs in as the request's
+   * `login_hint`.
    */
-  googleSignedInAs(username: string, consent = true): void {
-    this.googleBrowser = { username, consent };
+  browserSignedInAs(username: string, consent = true): void {
+    this.browser = { username, consent };
   }
 
   /** Refresh-token redemptions, successful or not. */
@@ -439,7 +440,14 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       return;
     }
     if (req.method === "GET" && parts[0] === "google" && parts[1] === "authorize") {
-      this.googleAuthorize(url, res);
+      const clientId = url.searchParams.get("client_id") ?? "";
+      const known = (this.options.googleClients ?? []).some((c) => c.clientId === clientId);
+      this.authorize(url, res, known ? undefined : "Error 401: invalid_client. The OAuth client was not found.");
+      return;
+    }
+    if (req.method === "GET" && parts[1] === "oauth2" && parts[2] === "v2.0" && parts[3] === "authorize") {
+      const refused = this.publicClient(url.searchParams.get("client_id") ?? "");
+      this.authorize(url, res, refused === undefined ? undefined : `AADSTS${refused.code}: ${refused.text}`);
       return;
     }
     if (req.method === "GET" && parts.at(-2) === ".well-known" && parts.at(-1) === "openid-configuration") {
@@ -475,7 +483,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     }
     const grant = form.get("grant_type");
     // msal sends the device-code grant as plain "device_code"; RFC 8628 spells it as a URN. Both are taken.
-    if (grant === "urn:ietf:params:oauth:grant-type:device_code" || grant === "device_code" || grant === "refresh_token") {
+    if (grant === "urn:ietf:params:oauth:grant-type:device_code" || grant === "device_code" || grant === "refresh_token" || grant === "authorization_code") {
       this.delegatedToken(tenantId, clientId, form, record, json);
       return;
     }
@@ -590,6 +598,13 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       username = rt.username;
       scopes = rt.scopes;
       tenant = rt.tenant;
+    } else if (form.get("grant_type") === "authorization_code") {
+      const code = this.redeemAuthCode(form, clientId);
+      if (code === "verifier") return refuse({ status: 400, error: "invalid_grant", code: 501481, text: "The Code_Verifier does not match the code_challenge supplied in the authorization request." });
+      if (code === "redirect") return refuse({ status: 400, error: "invalid_grant", code: 50011, text: "The redirect URI specified in the request does not match the redirect URI of the authorization request." });
+      if (code === "code") return refuse({ status: 400, error: "invalid_grant", code: 54005, text: "OAuth2 Authorization code was already redeemed, or is invalid." });
+      username = code.username;
+      scopes = code.scopes;
     } else {
       const code = this.deviceByCode.get(form.get("device_code") ?? "");
       if (code === undefined || code.clientId !== clientId) return refuse({ status: 400, error: "invalid_grant", code: 70000, text: "The provided grant is invalid or malformed." });
@@ -711,17 +726,18 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
   }
 
   /**
-   * Google's consent screen, reduced to its answer: checks the request as Google does (a known
-   * client, a loopback redirect, a code, PKCE with S256) and redirects with a one-use code.
+   * A consent screen (Google's or Microsoft's), reduced to its answer: checks the request as both
+   * do for an installed app (a known client, a loopback redirect, a code, PKCE with S256) and
+   * redirects with a one-use code.
    */
-  private googleAuthorize(url: URL, res: ServerResponse): void {
+  private authorize(url: URL, res: ServerResponse, clientRefused: string | undefined): void {
     const q = url.searchParams;
     const page = (status: number, text: string) => {
       res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
       res.end(text);
     };
     const clientId = q.get("client_id") ?? "";
-    if (!(this.options.googleClients ?? []).some((c) => c.clientId === clientId)) return page(401, "Error 401: invalid_client. The OAuth client was not found.");
+    if (clientRefused !== undefined) return page(401, clientRefused);
     const redirectUri = q.get("redirect_uri") ?? "";
     if (!/^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)(:\d+)?\//.test(redirectUri)) return page(400, "Error 400: redirect_uri_mismatch");
     if (q.get("response_type") !== "code") return page(400, "Error 400: unsupported_response_type");
@@ -730,7 +746,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     const back = new URL(redirectUri);
     const state = q.get("state");
     if (state !== null) back.searchParams.set("state", state);
-    const browser = this.googleBrowser ?? { username: q.get("login_hint") ?? "", consent: true };
+    const browser = this.browser ?? { username: q.get("login_hint") ?? "", consent: true };
     if (!browser.consent || browser.username === "") {
       back.searchParams.set("error", "access_denied");
     } else {
@@ -741,6 +757,16 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     }
     res.writeHead(302, { location: back.toString() });
     res.end();
+  }
+
+  /** An authorization code redeemed once, by its client, with its redirect and its PKCE verifier; or why not. */
+  private redeemAuthCode(form: URLSearchParams, clientId: string): FakeAuthCode | "code" | "redirect" | "verifier" {
+    const code = this.authCodes.get(form.get("code") ?? "");
+    if (code === undefined || code.clientId !== clientId || code.redeemed || code.expiresAt <= Date.now()) return "code";
+    if (code.redirectUri !== form.get("redirect_uri")) return "redirect";
+    if (createHash("sha256").update(form.get("code_verifier") ?? "").digest("base64url") !== code.challenge) return "verifier";
+    code.redeemed = true;
+    return code;
   }
 
   /** Google's authorization-code and refresh-token grants of a desktop client. */
@@ -755,12 +781,8 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     let username: string;
     let scopes: string[];
     if (form.get("grant_type") === "authorization_code") {
-      const code = this.authCodes.get(form.get("code") ?? "");
-      if (code === undefined || code.clientId !== clientId || code.redeemed || code.expiresAt <= Date.now()) return refuse(400, "invalid_grant", "Malformed auth code.");
-      if (code.redirectUri !== form.get("redirect_uri")) return refuse(400, "redirect_uri_mismatch", "Bad Request");
-      const verifier = form.get("code_verifier") ?? "";
-      if (createHash("sha256").update(verifier).digest("base64url") !== code.challenge) return refuse(400, "invalid_grant", "Missing code verifier.");
-      code.redeemed = true;
+      const code = this.redeemAuthCode(form, clientId);
+      if (typeof code === "string") return refuse(400, code === "redirect" ? "redirect_uri_mismatch" : "invalid_grant", code === "redirect" ? "Bad Request" : "Malformed auth code.");
       username = code.username;
       scopes = code.scopes;
     } else {

@@ -59,6 +59,12 @@ type OAuthAuth = Exclude<MailboxAuth, { type: "password" | "microsoft-delegated"
 type DelegatedAuth = Extract<MailboxAuth, { type: "microsoft-delegated" }>;
 type GoogleAuth = Extract<MailboxAuth, { type: "google-delegated" }>;
 
+/** Either delegated source's browser sign-in. */
+interface BrowserSignIn {
+  startBrowserSignIn(id: string, redirectUri: string): Promise<{ authorizationUrl: string; expiresAt: Date }>;
+  completeBrowserSignIn(id: string, state: string, code: string): Promise<string>;
+}
+
 /** The mailbox's delegated auth (inbound first, then SMTP's), if it has one. */
 function delegatedAuthOf(mailbox: { auth: MailboxAuth; smtp?: { auth?: MailboxAuth | undefined } | undefined }): DelegatedAuth | GoogleAuth | undefined {
   for (const auth of [mailbox.auth, mailbox.smtp?.auth]) if (auth?.type === "microsoft-delegated" || auth?.type === "google-delegated") return auth;
@@ -354,9 +360,15 @@ export class CredentialService {
     const { mailbox } = findMailbox(this.options.config, tenantId, mailboxId)!;
     const auth = delegatedAuthOf(mailbox);
     if (!auth) return reply(failure("needs-admin", `mailbox ${tenantId}/${mailboxId} uses ${mailbox.auth.type} auth, which needs no sign-in`, null, "set auth.type: microsoft-delegated or google-delegated to sign a person in"));
-    if (auth.type === "google-delegated") return this.#googleSignIn(tenantId, mailboxId, auth, mailbox.address, mailbox.aliases, request, reply);
-    if ("code" in request || request.flow === "browser") {
-      return reply(failure("needs-admin", "Microsoft mailboxes sign in with a device code here", "flow-unsupported", "run postroom auth sign-in without --browser"));
+    if (auth.type === "google-delegated" || "code" in request || request.flow === "browser") {
+      let source: BrowserSignIn;
+      try {
+        source = auth.type === "google-delegated" ? this.#googleSource(tenantId, mailboxId, auth, mailbox.address, mailbox.aliases) : this.#delegatedSource(tenantId, mailboxId, auth, mailbox.address, mailbox.aliases);
+      } catch (error) {
+        const f = classifyTokenFailure(error);
+        return reply(failure(f.kind, f.message, f.code, f.fix));
+      }
+      return this.#browserSignIn(tenantId, mailboxId, auth.type, mailbox.address, source, request, reply);
     }
     log.info({}, "delegated sign-in requested");
     let source: MicrosoftDelegatedSource;
@@ -393,55 +405,49 @@ export class CredentialService {
   }
 
   /**
-   * A Google sign-in, in two requests on the same subject: the first (with the CLI's loopback
-   * `redirectUri`) gets the address to open; the second brings the code the browser was
-   * redirected with. Between them token-service alone holds the PKCE verifier.
+   * A browser sign-in (Google's only one; Microsoft's with --browser), in two requests on the same
+   * subject: the first (with the CLI's loopback `redirectUri`) gets the address to open; the
+   * second brings the code the browser was redirected with. Between them token-service alone
+   * holds the PKCE verifier, sealed in the grant store.
    */
-  async #googleSignIn(
+  async #browserSignIn(
     tenantId: string,
     mailboxId: string,
-    auth: GoogleAuth,
+    provider: "google-delegated" | "microsoft-delegated",
     address: string,
-    aliases: string[],
+    source: BrowserSignIn,
     request: SignInRequest | SignInCode,
     reply: (r: SignInReply) => void,
   ): Promise<void> {
     const log = this.options.logger.child({ tenant: tenantId, mailbox: mailboxId });
     const key = `${tenantId}.${mailboxId}`;
-    let source: GoogleDelegatedSource;
-    try {
-      source = this.#googleSource(tenantId, mailboxId, auth, address, aliases);
-    } catch (error) {
-      const f = classifyTokenFailure(error);
-      return reply(failure(f.kind, f.message, f.code, f.fix));
-    }
     if (!("code" in request)) {
-      if (request.redirectUri === undefined) return reply(failure("needs-admin", "a Google sign-in needs a browser and a loopback redirect", "flow-unsupported", "upgrade the postroom command (Google's device flow does not grant the Gmail scope)"));
+      if (request.redirectUri === undefined) return reply(failure("needs-admin", "this sign-in needs a browser and a loopback redirect", "flow-unsupported", "upgrade the postroom command (Google's device flow does not grant the Gmail scope)"));
       const id = randomUUID();
       try {
-        const started = await source.startSignIn(id, request.redirectUri);
+        const started = await source.startBrowserSignIn(id, request.redirectUri);
         this.#signIns.set(key, { id, state: "pending", message: null, at: new Date().toISOString() });
-        this.#publish(tenantId, mailboxId, "google-delegated", { state: "needs-admin", code: "sign-in-pending", message: `waiting for ${address} to sign in`, fix: "finish the sign-in in the browser postroom auth sign-in opened" }, null);
-        log.info({ expiresAt: started.expiresAt.toISOString() }, "Google sign-in started; waiting for the browser");
+        this.#publish(tenantId, mailboxId, provider, { state: "needs-admin", code: "sign-in-pending", message: `waiting for ${address} to sign in`, fix: "finish the sign-in in the browser postroom auth sign-in opened" }, null);
+        log.info({ expiresAt: started.expiresAt.toISOString() }, "browser sign-in started; waiting for the redirect");
         return reply({ version: "v1", signInId: id, authorizationUrl: started.authorizationUrl, expiresAt: started.expiresAt.toISOString() });
       } catch (error) {
         const f = classifyTokenFailure(error);
-        log.warn({ code: f.code, problem: f.message }, "Google sign-in could not start");
+        log.warn({ code: f.code, problem: f.message }, "browser sign-in could not start");
         return reply(failure(f.kind, f.message, f.code, f.fix));
       }
     }
     try {
-      const account = await source.completeSignIn(request.signInId, request.state, request.code);
+      const account = await source.completeBrowserSignIn(request.signInId, request.state, request.code);
       this.#caches.delete(["msd", tenantId, mailboxId].join("|"));
       this.#signIns.set(key, { id: request.signInId, state: "done", message: `signed in as ${account}`, at: new Date().toISOString() });
-      log.info({}, "Google sign-in finished; the grant is stored sealed");
-      this.#publish(tenantId, mailboxId, "google-delegated", { state: "ok", code: null, message: null, fix: null }, null);
+      log.info({}, "browser sign-in finished; the grant is stored sealed");
+      this.#publish(tenantId, mailboxId, provider, { state: "ok", code: null, message: null, fix: null }, null);
       reply({ version: "v1", signInId: request.signInId, account });
     } catch (error) {
       const f = classifyTokenFailure(error);
       this.#signIns.set(key, { id: request.signInId, state: "failed", message: f.message, at: new Date().toISOString() });
-      log.warn({ code: f.code, problem: f.message }, "Google sign-in failed");
-      this.#publish(tenantId, mailboxId, "google-delegated", { state: "needs-admin", code: f.code ?? "sign-in-failed", message: f.message, fix: `run ${this.#signInCommand(tenantId, mailboxId)} again` }, null);
+      log.warn({ code: f.code, problem: f.message }, "browser sign-in failed");
+      this.#publish(tenantId, mailboxId, provider, { state: "needs-admin", code: f.code ?? "sign-in-failed", message: f.message, fix: `run ${this.#signInCommand(tenantId, mailboxId)} again` }, null);
       reply(failure(f.kind, f.message, f.code, f.fix));
     }
   }

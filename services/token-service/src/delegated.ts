@@ -1,4 +1,5 @@
-import { InteractionRequiredAuthError, PublicClientApplication, type AccountInfo, type DeviceCodeRequest, type ICachePlugin, type INetworkModule, type TokenCacheContext } from "@azure/msal-node";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { CryptoProvider, InteractionRequiredAuthError, PublicClientApplication, type AccountInfo, type DeviceCodeRequest, type ICachePlugin, type INetworkModule, type TokenCacheContext } from "@azure/msal-node";
 import { CredentialConfigError } from "./classify.js";
 import type { GrantStore } from "./grant-store.js";
 import { msalConfiguration, type AccessToken, type MicrosoftCloudName, type TokenSource } from "./providers.js";
@@ -76,7 +77,7 @@ export class MicrosoftDelegatedSource implements TokenSource {
 
   constructor(
     private readonly m: DelegatedMailbox,
-    store: GrantStore,
+    private readonly store: GrantStore,
   ) {
     const base = msalConfiguration({ tenantId: m.authorityTenant, clientId: m.clientId, cloud: m.cloud, ...(m.authorityHost ? { authorityHost: m.authorityHost } : {}) });
     this.#app = new PublicClientApplication({
@@ -180,9 +181,98 @@ export class MicrosoftDelegatedSource implements TokenSource {
     return { start, done };
   }
 
+  /**
+   * Starts a browser sign-in (authorization code with PKCE) that comes back to `redirectUri`, a
+   * loopback address the command listens on, for where a browser is at hand. The verifier and
+   * state are sealed in the store beside the grant, so any replica can finish it.
+   */
+  async startBrowserSignIn(id: string, redirectUri: string, ttlMs = 600_000): Promise<{ authorizationUrl: string; expiresAt: Date }> {
+    assertLoopback(redirectUri);
+    const { verifier, challenge } = await new CryptoProvider().generatePkceCodes();
+    const state = randomBytes(24).toString("base64url");
+    const expiresAt = new Date(Date.now() + ttlMs);
+    await savePending(this.store, this.m.key, { id, state, codeVerifier: verifier, redirectUri, expiresAt: expiresAt.toISOString() });
+    const authorizationUrl = await this.#app.getAuthCodeUrl({
+      scopes: this.m.scopes,
+      redirectUri,
+      codeChallenge: challenge,
+      codeChallengeMethod: "S256",
+      state,
+      loginHint: this.m.address,
+    });
+    return { authorizationUrl, expiresAt };
+  }
+
+  /** Finishes the browser sign-in `id`: the code redeemed with the kept verifier; only the mailbox's own account is kept. */
+  async completeBrowserSignIn(id: string, state: string, code: string): Promise<string> {
+    const pending = await takePending(this.store, this.m.key, id, state, this.m.signInCommand);
+    let result;
+    try {
+      result = await this.#app.acquireTokenByCode({ code, scopes: this.m.scopes, redirectUri: pending.redirectUri, codeVerifier: pending.codeVerifier });
+    } catch (error) {
+      throw this.#explain(error);
+    }
+    const account = result?.account;
+    if (!account) throw new Error("the identity platform answered without an account");
+    if (!this.#accepts(account.username)) {
+      await this.#app.getTokenCache().removeAccount(account);
+      throw new CredentialConfigError(`signed in as ${account.username}, not as the mailbox ${this.m.address}: the grant was discarded`, "sign in with the mailbox's own account", "wrong-account");
+    }
+    return account.username;
+  }
+
   /** Stops polling for a sign-in in progress (msal checks the flag between polls). */
   cancelSignIn(): void {
     if (this.#signIn) this.#signIn.cancel = true;
     this.#signIn = undefined;
   }
+}
+
+/**
+ * A browser sign-in under way: what token-service alone keeps until the redirect comes back,
+ * sealed in the grant store under `<mailbox key>=sign-in` (`=` never appears in an id, and the key
+ * stays within the `<tenant>.*` keys token-service may write).
+ */
+export interface PendingSignIn {
+  id: string;
+  state: string;
+  codeVerifier: string;
+  redirectUri: string;
+  expiresAt: string;
+}
+
+const LOOPBACK = /^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)(:\d{1,5})?(\/[^\s?#]*)?$/;
+
+/** A sign-in may only come back to this machine's loopback interface (RFC 8252, section 7.3). */
+export function assertLoopback(redirectUri: string): void {
+  if (!LOOPBACK.test(redirectUri)) {
+    throw new CredentialConfigError(`the redirect address ${redirectUri} is not a loopback http address`, "let postroom auth sign-in choose it (it listens on 127.0.0.1)", "redirect-invalid");
+  }
+}
+
+function pendingKey(mailboxKey: string): string {
+  return `${mailboxKey}=sign-in`;
+}
+
+export async function savePending(store: GrantStore, mailboxKey: string, pending: PendingSignIn): Promise<void> {
+  await store.save(pendingKey(mailboxKey), JSON.stringify(pending));
+}
+
+/**
+ * The pending sign-in `id`, checked and removed (one use: a replayed redirect finds nothing). A
+ * forged state leaves the real sign-in waiting.
+ */
+export async function takePending(store: GrantStore, mailboxKey: string, id: string, state: string, signInCommand: string): Promise<PendingSignIn> {
+  const text = await store.load(pendingKey(mailboxKey));
+  const pending = text === undefined ? undefined : (JSON.parse(text) as PendingSignIn);
+  if (pending === undefined || pending.id !== id) throw new CredentialConfigError("no sign-in of this mailbox is waiting for a browser", `run ${signInCommand} again`, "sign-in-unknown");
+  if (Date.parse(pending.expiresAt) <= Date.now()) {
+    await store.remove(pendingKey(mailboxKey));
+    throw new CredentialConfigError("the sign-in took too long and has expired", `run ${signInCommand} again`, "sign-in-expired");
+  }
+  const a = Buffer.from(state);
+  const b = Buffer.from(pending.state);
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new CredentialConfigError("the browser came back with another sign-in's state", `run ${signInCommand} again, and finish it in the browser it opens`, "state-mismatch");
+  await store.remove(pendingKey(mailboxKey));
+  return pending;
 }

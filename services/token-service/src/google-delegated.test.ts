@@ -51,7 +51,7 @@ async function rejects(work: Promise<unknown>, code: string): Promise<void> {
 
 describe("Google's browser sign-in in token-service", () => {
   it("hands out an address with PKCE (S256), a state, offline access, consent, the mailbox as login hint, and no secret", async () => {
-    const { authorizationUrl } = await source().startSignIn("s1", "http://127.0.0.1:51234/");
+    const { authorizationUrl } = await source().startBrowserSignIn("s1", "http://127.0.0.1:51234/");
     const url = new URL(authorizationUrl);
     assert.equal(url.origin + url.pathname, "https://accounts.example.test/o/oauth2/v2/auth");
     const q = url.searchParams;
@@ -66,7 +66,7 @@ describe("Google's browser sign-in in token-service", () => {
   });
 
   it("keeps the sign-in sealed in the store: the verifier is in no stored byte, and it matches the challenge sent", async () => {
-    const { authorizationUrl } = await source().startSignIn("s2", "http://127.0.0.1:51235/");
+    const { authorizationUrl } = await source().startBrowserSignIn("s2", "http://127.0.0.1:51235/");
     const raw = (await kv.get("acme.gmail=sign-in"))!.string();
     const pending = JSON.parse((await store.load("acme.gmail=sign-in"))!) as { codeVerifier: string; state: string };
     assert.ok(!raw.includes(pending.codeVerifier) && !raw.includes(pending.state), "sealed, not in clear");
@@ -77,20 +77,20 @@ describe("Google's browser sign-in in token-service", () => {
 
   it("refuses a redirect that is not a loopback http address", async () => {
     for (const uri of ["https://evil.example/cb", "http://192.168.1.4:8080/", "http://127.0.0.1.evil.example/", "javascript:alert(1)"]) {
-      await rejects(source().startSignIn("s3", uri), "redirect-invalid");
+      await rejects(source().startBrowserSignIn("s3", uri), "redirect-invalid");
     }
   });
 
   it("a redirect with another sign-in's state or id finishes nothing, and leaves the real sign-in waiting; an expired one is gone", async () => {
     const s = source();
-    await s.startSignIn("s4", "http://[::1]:51236/");
-    await rejects(s.completeSignIn("s4", "forged-state", "4/code"), "state-mismatch");
-    await rejects(s.completeSignIn("someone-else", "forged-state", "4/code"), "sign-in-unknown");
+    await s.startBrowserSignIn("s4", "http://[::1]:51236/");
+    await rejects(s.completeBrowserSignIn("s4", "forged-state", "4/code"), "state-mismatch");
+    await rejects(s.completeBrowserSignIn("someone-else", "forged-state", "4/code"), "sign-in-unknown");
     assert.ok(await store.load("acme.gmail=sign-in"), "still waiting for the real redirect");
     const quick = source({ signInTtlMs: 1 });
-    await quick.startSignIn("s5", "http://localhost:51237/");
+    await quick.startBrowserSignIn("s5", "http://localhost:51237/");
     await new Promise((r) => setTimeout(r, 5));
-    await rejects(quick.completeSignIn("s5", "any", "4/code"), "sign-in-expired");
+    await rejects(quick.completeBrowserSignIn("s5", "any", "4/code"), "sign-in-expired");
     assert.equal(await store.load("acme.gmail=sign-in"), undefined);
   });
 

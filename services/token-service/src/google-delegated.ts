@@ -1,6 +1,7 @@
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { CodeChallengeMethod, OAuth2Client } from "google-auth-library";
 import { CredentialConfigError, TokenEndpointError } from "./classify.js";
+import { assertLoopback, savePending, takePending } from "./delegated.js";
 import type { GrantStore } from "./grant-store.js";
 import type { AccessToken, TokenSource } from "./providers.js";
 
@@ -31,26 +32,11 @@ interface StoredGrant {
   refreshToken: string;
 }
 
-/**
- * A browser sign-in under way: what token-service alone keeps until the redirect comes back.
- * Sealed in the grant store beside the grant, so whichever replica the second request reaches
- * can finish it.
- */
-interface PendingSignIn {
-  id: string;
-  state: string;
-  codeVerifier: string;
-  redirectUri: string;
-  expiresAt: string;
-}
-
 /** Google's answer to a token request, as gaxios reports a refusal. */
 interface GaxiosLike {
   response?: { status?: number; data?: { error?: string; error_description?: string } };
   code?: string;
 }
-
-const LOOPBACK = /^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)(:\d{1,5})?(\/[^\s?#]*)?$/;
 
 /**
  * Delegated Google tokens for one mailbox. Sign-in is the authorization-code flow of an installed
@@ -128,15 +114,13 @@ export class GoogleDelegatedSource implements TokenSource {
    * Starts a browser sign-in that will come back to `redirectUri` (a loopback address the command
    * listens on). Returns the address to open; only the PKCE challenge and `state` are in it.
    */
-  async startSignIn(id: string, redirectUri: string): Promise<{ authorizationUrl: string; expiresAt: Date }> {
-    if (!LOOPBACK.test(redirectUri)) {
-      throw new CredentialConfigError(`the redirect address ${redirectUri} is not a loopback http address`, "let postroom auth sign-in choose it (it listens on 127.0.0.1)", "redirect-invalid");
-    }
+  async startBrowserSignIn(id: string, redirectUri: string): Promise<{ authorizationUrl: string; expiresAt: Date }> {
+    assertLoopback(redirectUri);
     const client = await this.#client(redirectUri);
     const { codeVerifier, codeChallenge } = await client.generateCodeVerifierAsync();
     const state = randomBytes(24).toString("base64url");
     const expiresAt = new Date(Date.now() + (this.m.signInTtlMs ?? 600_000));
-    await this.store.save(this.#pendingKey, JSON.stringify({ id, state, codeVerifier: codeVerifier!, redirectUri, expiresAt: expiresAt.toISOString() } satisfies PendingSignIn));
+    await savePending(this.store, this.m.key, { id, state, codeVerifier: codeVerifier!, redirectUri, expiresAt: expiresAt.toISOString() });
     const authorizationUrl = client.generateAuthUrl({
       access_type: "offline",
       // Google gives a refresh token only on consent: ask for it every time, so a second sign-in
@@ -155,19 +139,8 @@ export class GoogleDelegatedSource implements TokenSource {
    * Finishes the sign-in `id` with what the browser brought back. The code is redeemed with the
    * verifier kept here; the account must be the mailbox's own, or the grant is not kept.
    */
-  async completeSignIn(id: string, state: string, code: string): Promise<string> {
-    const text = await this.store.load(this.#pendingKey);
-    const pending = text === undefined ? undefined : (JSON.parse(text) as PendingSignIn);
-    if (pending === undefined || pending.id !== id) throw new CredentialConfigError("no sign-in of this mailbox is waiting for a browser", `run ${this.m.signInCommand} again`, "sign-in-unknown");
-    if (Date.parse(pending.expiresAt) <= Date.now()) {
-      await this.store.remove(this.#pendingKey);
-      throw new CredentialConfigError("the sign-in took too long and has expired", `run ${this.m.signInCommand} again`, "sign-in-expired");
-    }
-    const a = Buffer.from(state);
-    const b = Buffer.from(pending.state);
-    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new CredentialConfigError("the browser came back with another sign-in's state", `run ${this.m.signInCommand} again, and finish it in the browser it opens`, "state-mismatch");
-    // One use: a replayed redirect finds nothing to finish.
-    await this.store.remove(this.#pendingKey);
+  async completeBrowserSignIn(id: string, state: string, code: string): Promise<string> {
+    const pending = await takePending(this.store, this.m.key, id, state, this.m.signInCommand);
     const client = await this.#client(pending.redirectUri);
     const { tokens } = await this.#deadline(client.getToken({ code, codeVerifier: pending.codeVerifier, redirect_uri: pending.redirectUri }));
     const account = emailOf(tokens.id_token);
@@ -179,14 +152,6 @@ export class GoogleDelegatedSource implements TokenSource {
     }
     await this.store.save(this.m.key, JSON.stringify({ provider: "google", account: account!, refreshToken: tokens.refresh_token } satisfies StoredGrant));
     return account!;
-  }
-
-  /**
-   * The store key of the sign-in under way (sealed like the grant, bound to its own key). `=`
-   * never appears in an id, and the key stays within the `<tenant>.*` keys token-service may write.
-   */
-  get #pendingKey(): string {
-    return `${this.m.key}=sign-in`;
   }
 
   /** Nothing to stop: a sign-in waiting for its browser is in the store, for any replica to finish. */

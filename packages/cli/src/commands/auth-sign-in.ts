@@ -16,7 +16,8 @@ prints a web address and a code, and waits while the mailbox's owner opens the a
 device, enters the code and signs in with the mailbox's own account; works over SSH with no
 browser on the server. Google (auth.type: google-delegated): Google's device flow does not grant
 the Gmail scope, so this command listens on a loopback port, prints a Google sign-in address, and
-waits for the browser to come back to it (over SSH: forward that port, as printed).
+waits for the browser to come back to it (over SSH: forward that port, as printed). --browser
+signs a Microsoft mailbox in the same way, where a browser is at hand.
 
 The flow runs inside token-service, which keeps the refresh token, sealed (tokenStore), and is
 the only process that ever sees it: this command only shows the code and waits for the mailbox's
@@ -27,7 +28,8 @@ cluster's). Run it again whenever postroom status says the mailbox needs a new s
 Options:
   -c, --config FILE          the Postroom config file (default: $POSTROOM_CONFIG, then the running up/demo)
   -m, --mailbox [TENANT/]ID  the mailbox to sign in (TENANT/ when ids repeat across tenants)
-      --port PORT            the loopback port a Google sign-in comes back to (default: any free one)
+      --browser              Microsoft: sign in through a browser instead of a device code
+      --port PORT            the loopback port a browser sign-in comes back to (default: any free one)
       --timeout SECONDS      give up waiting after this long (default: until the code expires)
   -h, --help                 show this help
 
@@ -44,6 +46,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
         mailbox: { type: "string", short: "m" },
         timeout: { type: "string" },
         port: { type: "string" },
+        browser: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -93,7 +96,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
   }
   try {
     const timeoutAt = values.timeout ? Date.now() + Number(values.timeout) * 1000 : Infinity;
-    if (delegated === "google-delegated") return await browserSignIn({ nc, names, tenant: tenant.id, mailbox: mailbox.id, address: mailbox.address, port, timeoutAt, out });
+    if (delegated === "google-delegated" || values.browser) return await browserSignIn({ nc, names, tenant: tenant.id, mailbox: mailbox.id, address: mailbox.address, port, timeoutAt, out });
     const request: SignInRequest = { version: "v1", tenant: tenant.id, mailbox: mailbox.id };
     let reply: SignInReply | undefined;
     // token-service may be starting (no responders yet): ask again for half a minute.
@@ -168,7 +171,7 @@ async function ask(nc: NatsConnection, subject: string, body: SignInRequest | Si
 type Redirect = { code: string; state: string; respond: (ok: boolean, text: string) => void } | { error: string; respond: (ok: boolean, text: string) => void };
 
 /**
- * The authorization-code sign-in (Google): a loopback listener for the redirect, the address to
+ * The authorization-code sign-in (Google, or Microsoft with --browser): a loopback listener for the redirect, the address to
  * open from token-service, then the code handed back to token-service, which alone can redeem it
  * (it keeps the PKCE verifier and the client secret).
  */
@@ -208,7 +211,7 @@ async function browserSignIn(o: { nc: NatsConnection; names: Names; tenant: stri
       return 1;
     }
     o.out.write(
-      `Sign in ${o.address} (mailbox ${o.tenant}/${o.mailbox}) with its own Google account:\n\n  open   ${started.authorizationUrl}\n\n` +
+      `Sign in ${o.address} (mailbox ${o.tenant}/${o.mailbox}) with its own account:\n\n  open   ${started.authorizationUrl}\n\n` +
         `The browser comes back to http://127.0.0.1:${port}/ on this machine. Signing in from another\n` +
         `machine? Forward the port first: ssh -L ${port}:127.0.0.1:${port} <this server>\nWaiting until ${started.expiresAt} …\n`,
     );
@@ -222,7 +225,7 @@ async function browserSignIn(o: { nc: NatsConnection; names: Names; tenant: stri
     }
     if ("error" in back) {
       back.respond(false, `Sign-in refused (${back.error}). Nothing was stored; run postroom auth sign-in again.`);
-      process.stderr.write(`postroom auth sign-in: Google refused the sign-in (${back.error})\n  fix: run this command again and allow Postroom access to the mailbox\n`);
+      process.stderr.write(`postroom auth sign-in: the identity platform refused the sign-in (${back.error})\n  fix: run this command again and allow Postroom access to the mailbox\n`);
       return 1;
     }
     const done = await ask(o.nc, subject, { version: "v1", tenant: o.tenant, mailbox: o.mailbox, signInId: started.signInId, state: back.state, code: back.code });
