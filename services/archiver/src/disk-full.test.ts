@@ -84,7 +84,7 @@ test("when the archive's filesystem cannot take the next message, ingestion paus
     return c?.paused ? c : undefined;
   }, { timeoutMs: 20_000, what: "ingestion paused" });
   assert.match(paused.reason ?? "", /archive filesystem almost full: .* free, 2\.0 MiB kept in reserve/);
-  const critical = await waitFor(() => alerts.find((a) => a.level === "critical"), { timeoutMs: 10_000, what: "critical alert" });
+  const critical = await waitFor(() => alerts.find((a) => a.level === "critical"), { timeoutMs: 30_000, what: "critical alert" });
   assert.equal(critical.quotaBytes, 0, "no quota: the filesystem alone limits this archive");
   assert.ok(critical.filesystemFreeBytes < 4 * MB);
   assert.equal(h.confirmations.some((c) => c.messageKey === second), false, "the second message is not archived");

@@ -57,10 +57,10 @@ test("crossing the warning threshold alerts once; a message past the quota pause
     keys.push(await h.deliver(customer(n), { uid: n }));
     await waitFor(async () => (await h.count()) === n, { timeoutMs: 20_000, what: `message ${n} archived` });
   }
-  const warning = await waitFor(() => alerts.find((a) => a.level === "warning"), { timeoutMs: 10_000, what: "warning alert event" });
+  const warning = await waitFor(() => alerts.find((a) => a.level === "warning"), { timeoutMs: 30_000, what: "warning alert event" });
   assert.ok(warning.percentLeft <= 50 && warning.percentLeft > 0, `${warning.percentLeft}% left`);
   assert.equal(warning.quotaBytes, QUOTA_BYTES);
-  const mail = await waitFor(() => commands.find((c) => c.kind === "alert"), { timeoutMs: 10_000, what: "alert e-mail command" });
+  const mail = await waitFor(() => commands.find((c) => c.kind === "alert"), { timeoutMs: 30_000, what: "alert e-mail command" });
   assert.deepEqual(mail.to, ["ops@acme.test"]);
   assert.match(mail.subject ?? "", /warning/);
 
@@ -78,7 +78,7 @@ test("crossing the warning threshold alerts once; a message past the quota pause
     return p?.paused ? p : undefined;
   }, { timeoutMs: 20_000, what: "ingestion paused in KV" });
   assert.match(pause.reason ?? "", /quota of 100\.0 KiB reached/);
-  await waitFor(() => alerts.find((a) => a.level === "critical"), { timeoutMs: 10_000, what: "critical alert" });
+  await waitFor(() => alerts.find((a) => a.level === "critical"), { timeoutMs: 30_000, what: "critical alert" });
   assert.equal(await h.count(), 4, "the fifth is not archived");
   assert.equal(h.confirmations.some((c) => c.messageKey === keys[4]), false, "nor confirmed");
   assert.deepEqual(await readdir(join(h.archiveRoot, ".tmp")), [], "no staged leftovers");

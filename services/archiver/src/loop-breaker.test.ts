@@ -62,7 +62,7 @@ test("more than N messages from one sender within the window are archived, not o
   const rows = await h.rows<{ offer: boolean; classification: string }>("SELECT offer, classification FROM messages WHERE from_address = 'bot@responder.example'");
   assert.deepEqual([rows.filter((r) => r.offer).length, rows.filter((r) => r.classification === "loop").length], [5, 7], "the rows say the same");
 
-  await waitFor(() => alerts.length >= 1 && alertMails.length >= 1, { timeoutMs: 10_000, what: "the loop alert and its e-mail" });
+  await waitFor(() => alerts.length >= 1 && alertMails.length >= 1, { timeoutMs: 30_000, what: "the loop alert and its e-mail" });
   assert.equal(alerts.length, 1, "one alert for the episode, not one per message");
   assert.deepEqual([alerts[0]!.sender, alerts[0]!.mailbox, alerts[0]!.maxMessages, alerts[0]!.messages], ["bot@responder.example", "support", 5, 6]);
   assert.equal(alertMails.length, 1);
@@ -98,6 +98,6 @@ test("an auto-responder storm keeps its verdict (it was never offered) but still
   assert.ok(mine.every((c) => c.classification === "auto-reply" && c.classificationReason === "Auto-Submitted: auto-replied"), JSON.stringify(mine.map((c) => [c.classification, c.classificationReason])));
   // (The first five carry offer: true from the archiver; asd-bridge archives them for their verdict.)
   assert.equal(mine.filter((c) => !c.offer).length, 2, "the breaker holds back the two over the limit");
-  await waitFor(() => alerts.some((a) => a.sender === "oof@responder.example"), { timeoutMs: 10_000, what: "the storm's alert" });
+  await waitFor(() => alerts.some((a) => a.sender === "oof@responder.example"), { timeoutMs: 30_000, what: "the storm's alert" });
   assert.equal(alerts.filter((a) => a.sender === "oof@responder.example").length, 1);
 });

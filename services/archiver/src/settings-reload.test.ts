@@ -47,7 +47,7 @@ test("a larger quota from a reloaded config lifts the pause and archives the wai
   const next = parseConfig(JSON.stringify({ ...JSON.parse(JSON.stringify(h.config)), archive: { ...h.config.archive, quotaGb: 1 / 1024 } }));
   await running!.reloadArchiveSettings(next);
 
-  await waitFor(async () => (await ingestion())?.paused === false, { timeoutMs: 10_000, what: "ingestion resumed" });
+  await waitFor(async () => (await ingestion())?.paused === false, { timeoutMs: 30_000, what: "ingestion resumed" });
   await waitFor(async () => (await h.count()) === 2, { timeoutMs: 30_000, what: "the waiting message archived" });
   assert.equal(h.archiver, running, "the same archiver, not a restarted one");
 

@@ -77,7 +77,7 @@ test("an agent logs in, gets the session with its history, reads the email and r
   const session = await waitFor(async () => {
     const s = await h.sessionOf(messageId);
     return s?.state === "assigned" ? s : undefined;
-  }, { timeoutMs: 10_000, what: "assigned" });
+  }, { timeoutMs: 30_000, what: "assigned" });
   assert.equal(session.agent, "ann");
 
   const list = await call(api, "GET", "/api/sessions", ann);
@@ -120,7 +120,7 @@ test("an archived event delivered again, and a bridge restart, never make a seco
   const first = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r && r.state !== "created" ? r : undefined;
-  }, { timeoutMs: 10_000, what: "offered" });
+  }, { timeoutMs: 30_000, what: "offered" });
   await h.republish(messageKey, 1);
   await h.republish(messageKey, 2);
   await h.bridge.stop();
@@ -129,7 +129,7 @@ test("an archived event delivered again, and a bridge restart, never make a seco
   await h.republish(messageKey, 3);
   const consumer = await (await jetstreamManager(h.nc)).consumers.info(h.names.streams.mail, h.names.consumers.asdBridgeArchived());
   await waitFor(async () => (await (await jetstreamManager(h.nc)).consumers.info(h.names.streams.mail, h.names.consumers.asdBridgeArchived())).num_pending === 0, {
-    timeoutMs: 10_000,
+    timeoutMs: 30_000,
     what: `redeliveries consumed (was ${consumer.num_pending} pending)`,
   });
   await h.bridge.settled();
@@ -146,7 +146,7 @@ test("no agent can reach another tenant's (or another agent's) session, by any i
   const s = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r?.state === "assigned" ? r : undefined;
-  }, { timeoutMs: 10_000, what: "assigned to ann" });
+  }, { timeoutMs: 30_000, what: "assigned to ann" });
 
   const gina = await login("globex", "gina", env.GINA_PW);
   await call(api, "POST", "/api/queues/login", gina, { queues: ["email"] });

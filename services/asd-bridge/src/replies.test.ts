@@ -41,7 +41,7 @@ async function assigned(m: Parameters<BridgeHarness["deliver"]>[2]): Promise<str
   const s = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r?.state === "assigned" ? r : undefined;
-  }, { timeoutMs: 10_000, what: "assigned to ann" });
+  }, { timeoutMs: 30_000, what: "assigned to ann" });
   return s.id;
 }
 
@@ -105,9 +105,9 @@ test("send results reach the reply: sent with refused recipients, failed with th
   await pub(h.names.subjects.mailSendFailed("acme", "support"), failed("alert-not-a-reply", true, "550 nope", 550), "alert-not-a-reply#failed");
 
   const states = async () => (await replies(id)).map((r) => r.state).join(",");
-  await waitFor(async () => (await states()) === "sent,failed,held", { timeoutMs: 10_000, what: "sent, failed, held" });
+  await waitFor(async () => (await states()) === "sent,failed,held", { timeoutMs: 30_000, what: "sent, failed, held" });
   await pub(h.names.subjects.mailSent("acme", "support"), sent(ids[2]!, []), `${ids[2]}#sent`);
-  await waitFor(async () => (await states()) === "sent,failed,sent", { timeoutMs: 10_000, what: "the held reply went out after the fix" });
+  await waitFor(async () => (await states()) === "sent,failed,sent", { timeoutMs: 30_000, what: "the held reply went out after the fix" });
 
   // Late and repeated events (another message id: past JetStream's dedupe) leave each reply as it is.
   await pub(h.names.subjects.mailSendFailed("acme", "support"), failed(ids[2]!, false, "535 again", 535), `${ids[2]}#needs-admin-again`);
@@ -115,7 +115,7 @@ test("send results reach the reply: sent with refused recipients, failed with th
   await waitFor(async () => {
     const info = await Promise.all([h.names.consumers.asdBridgeSent(), h.names.consumers.asdBridgeSendFailed()].map(async (d) => (await jetstreamManager(h.nc)).consumers.info(h.names.streams.mail, d)));
     return info.every((i) => i.num_pending === 0 && i.num_ack_pending === 0);
-  }, { timeoutMs: 10_000, what: "every result consumed" });
+  }, { timeoutMs: 30_000, what: "every result consumed" });
   const [first, second, third] = await replies(id);
   assert.equal(second!.state, "failed", "failed is final");
   assert.equal(third!.state, "sent", "sent is final");

@@ -53,7 +53,7 @@ test("Softdial: a queue timeout without overflow is unanswered, never completed,
   assert.equal(sim.sent("ER").length, 0, "CallGem took the second IC with the same SI");
   const reason = await h.pool.query<{ unanswered_reason: string }>("SELECT unanswered_reason FROM sessions WHERE id = $1", [s.id]);
   assert.equal(reason.rows[0]!.unanswered_reason, "queue-timeout");
-  await waitFor(() => h.bridge.acdStatuses()[0]!.unanswered.count === 1, { timeoutMs: 5_000, what: "counted in the ACD status" });
+  await waitFor(() => h.bridge.acdStatuses()[0]!.unanswered.count === 1, { timeoutMs: 20_000, what: "counted in the ACD status" });
 });
 
 test("Softdial: an IC that CallGem refuses (ER 30, no campaign) leaves the email unanswered, never failed, and names the refusal in the ACD status", async () => {
@@ -67,5 +67,5 @@ test("Softdial: an IC that CallGem refuses (ER 30, no campaign) leaves the email
   assert.ok(sim.sent("ER").some((f) => f.params.EC === "30" && f.text.includes(s.id)), "CallGem answered the IC with ER 30");
   const history = (await h.pool.query<{ state: string }>("SELECT state FROM session_events WHERE session_id = $1 ORDER BY id", [s.id])).rows.map((r) => r.state);
   assert.ok(history.includes("unanswered") && !history.includes("failed"), history.join(" "));
-  await waitFor(() => h.bridge.acdStatuses()[0]!.problems.some((p) => p.kind === "rejected-offer" && p.subject === "ER 30"), { timeoutMs: 5_000, what: "the refusal in the ACD status" });
+  await waitFor(() => h.bridge.acdStatuses()[0]!.problems.some((p) => p.kind === "rejected-offer" && p.subject === "ER 30"), { timeoutMs: 20_000, what: "the refusal in the ACD status" });
 });

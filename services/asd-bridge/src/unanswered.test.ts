@@ -138,7 +138,7 @@ test("built-in distributor: a queue timeout without overflow is unanswered, offe
   const status = await waitFor(async () => {
     const st = await acdStatus("acme");
     return st && st.unanswered.count === 1 && st.unanswered.oldestAt && Date.now() - Date.parse(st.unanswered.oldestAt) > 2500 ? st : undefined;
-  }, { timeoutMs: 10_000, what: "acme's ACD status counts one unanswered email" });
+  }, { timeoutMs: 30_000, what: "acme's ACD status counts one unanswered email" });
   assert.equal(status.unanswered.alertAfterSeconds, 2);
   assert.equal(status.unanswered.oldestAt, first.unanswered_at!.toISOString(), "the age runs from the first time, through requeues");
   assert.equal(await metric(METRICS.unansweredSessions.name, /tenant="acme"/), 1);
@@ -152,11 +152,11 @@ test("built-in distributor: a queue timeout without overflow is unanswered, offe
   // An agent takes it: answered now, no longer counted.
   const ann = await login("acme", "ann", env.ANN_PW);
   await call(api, "POST", "/api/queues/login", ann, { queues: ["email"] });
-  await waitFor(async () => (await row(s.id)).agent === "ann", { timeoutMs: 10_000, what: "assigned to ann after a requeue" });
+  await waitFor(async () => (await row(s.id)).agent === "ann", { timeoutMs: 30_000, what: "assigned to ann after a requeue" });
   assert.equal((await call(api, "POST", `/api/sessions/${s.id}/accept`, ann, {})).status, 200);
   assert.equal((await call(api, "POST", `/api/sessions/${s.id}/close`, ann, { outcome: "answered" })).status, 200);
   assert.equal((await row(s.id)).state, "completed");
-  await waitFor(async () => (await acdStatus("acme"))?.unanswered.count === 0, { timeoutMs: 5_000, what: "unanswered count back to 0" });
+  await waitFor(async () => (await acdStatus("acme"))?.unanswered.count === 0, { timeoutMs: 20_000, what: "unanswered count back to 0" });
   assert.equal(await metric(METRICS.unansweredOldestAge.name, /tenant="acme"/), 0);
 });
 
@@ -165,7 +165,7 @@ test("the close policy ends a timed-out session as closed (outcome unanswered), 
   const s = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r?.state === "closed" ? r : undefined;
-  }, { timeoutMs: 10_000, what: "closed" });
+  }, { timeoutMs: 30_000, what: "closed" });
   assert.deepEqual(await states(s.id), ["created", "offered", "queued", "closed"]);
   const r = await row(s.id);
   assert.equal(r.outcome, "unanswered");
@@ -178,12 +178,12 @@ test("webhook ACD: a queue timeout it reports, or a close without an agent, is r
   const s = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r && offers.some((o) => o.sessionId === r.id) ? r : undefined;
-  }, { timeoutMs: 10_000, what: "offered to the webhook ACD" });
+  }, { timeoutMs: 30_000, what: "offered to the webhook ACD" });
   const cb = await fetch(`${api}/api/acd/hooked/callback`, signed({ eventId: "hk-1", sessionId: s.id, type: "unanswered", reason: "queue-timeout" }));
   assert.equal(cb.status, 200);
   assert.equal((await row(s.id)).state, "unanswered");
-  await waitFor(() => offers.filter((o) => o.sessionId === s.id).length === 2, { timeoutMs: 10_000, what: "offered again after the requeue delay" });
-  await waitFor(async () => (await row(s.id)).state === "offered", { timeoutMs: 5_000, what: "offered" });
+  await waitFor(() => offers.filter((o) => o.sessionId === s.id).length === 2, { timeoutMs: 30_000, what: "offered again after the requeue delay" });
+  await waitFor(async () => (await row(s.id)).state === "offered", { timeoutMs: 20_000, what: "offered" });
 
   // The ACD closes it without any agent having had it: the same policy, not completed.
   const close = await fetch(`${api}/api/acd/hooked/callback`, signed({ eventId: "hk-2", sessionId: s.id, type: "completed", outcome: "abandoned" }));
@@ -191,7 +191,7 @@ test("webhook ACD: a queue timeout it reports, or a close without an agent, is r
   const r = await row(s.id);
   assert.equal(r.state, "unanswered");
   assert.equal(r.unanswered_reason, "closed-without-agent");
-  await waitFor(() => offers.filter((o) => o.sessionId === s.id).length === 3, { timeoutMs: 10_000, what: "offered a third time" });
+  await waitFor(() => offers.filter((o) => o.sessionId === s.id).length === 3, { timeoutMs: 30_000, what: "offered a third time" });
   // Each requeue is a new offer to an ACD that dedupes on Idempotency-Key: a key of its own.
   assert.deepEqual(
     offers.filter((o) => o.sessionId === s.id).map((o) => [o.offerNumber, o.key]),
@@ -206,13 +206,13 @@ test("webhook ACD answering 4xx: the fallback policy hands the email to the buil
   const s = await waitFor(async () => {
     const r = await h.sessionOf(messageId);
     return r?.state === "queued" ? r : undefined;
-  }, { timeoutMs: 10_000, what: "queued in the fallback queue" });
+  }, { timeoutMs: 30_000, what: "queued in the fallback queue" });
   assert.equal(offers.filter((o) => o.sessionId === s.id).length, 1, "a permanent refusal is not retried");
   const r = await row(s.id);
   assert.deepEqual([r.acd, r.queue, r.unanswered_reason], ["builtin", "rescued", "refused"]);
   const bob = await login("rescue", "bob", env.BOB_PW);
   await call(api, "POST", "/api/queues/login", bob, { queues: ["rescued"] });
-  await waitFor(async () => (await row(s.id)).agent === "bob", { timeoutMs: 10_000, what: "assigned to bob" });
+  await waitFor(async () => (await row(s.id)).agent === "bob", { timeoutMs: 30_000, what: "assigned to bob" });
   assert.equal((await call(api, "POST", `/api/sessions/${s.id}/accept`, bob, {})).status, 200);
   assert.equal((await call(api, "POST", `/api/sessions/${s.id}/close`, bob, { outcome: "answered" })).status, 200);
   const done = await row(s.id);

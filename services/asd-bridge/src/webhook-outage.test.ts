@@ -97,7 +97,7 @@ async function sessionIds(messageIds: string[]): Promise<{ id: string; state: st
 test("a hung ACD request holds back no other session: the next ones are offered while it hangs", async () => {
   hang.add("Hangs");
   const stuck = await h.deliver("acme", "support", { subject: "Hangs" });
-  await waitFor(() => hung.length === 1, { timeoutMs: 10_000, what: "the ACD holding one request" });
+  await waitFor(() => hung.length === 1, { timeoutMs: 30_000, what: "the ACD holding one request" });
   const started = Date.now();
   const others = await Promise.all(Array.from({ length: 6 }, (_, i) => h.deliver("acme", "support", { subject: `Meanwhile ${i}` })));
   const rows = await waitFor(async () => {
@@ -160,7 +160,7 @@ test(`webhook ACD down for ${OUTAGE_MS / 1000} s while ${EMAILS} emails arrive, 
   const st = await waitFor(async () => {
     const s = await acdStatus();
     return s?.state === "connected" && s.heldBack === 0 ? s : undefined;
-  }, { timeoutMs: 10_000, what: "connected again, nothing held back" });
+  }, { timeoutMs: 30_000, what: "connected again, nothing held back" });
   assert.ok(Date.parse(st.since) >= upAt - 1000);
   const offered = await h.pool.query<{ n: string }>("SELECT count(*) AS n FROM sessions WHERE message_id = ANY($1) AND announced_at IS NOT NULL", [ids]);
   assert.equal(offered.rows[0]!.n, String(EMAILS), "session.offered once per email, after the ACD took it");

@@ -116,14 +116,14 @@ test("after a restart, a session the ACD never took is POSTed again with the sam
   const taken = await offeredAndPosted((await h.deliver("acme", "support", { subject: "Taken before the crash" })).messageId);
   const { messageId } = await h.deliver("acme", "support", { subject: "Crash in between" });
   const s = await offeredAndPosted(messageId);
-  await waitFor(async () => (await h.pool.query("SELECT 1 FROM sessions WHERE id = $1 AND announced_at IS NOT NULL", [s.id])).rowCount === 1, { timeoutMs: 10_000, what: "the ACD's answer recorded" });
+  await waitFor(async () => (await h.pool.query("SELECT 1 FROM sessions WHERE id = $1 AND announced_at IS NOT NULL", [s.id])).rowCount === 1, { timeoutMs: 30_000, what: "the ACD's answer recorded" });
   await h.bridge.stop();
   const count = (id: string) => received.filter((x) => x.headers["idempotency-key"] === id).length;
   const before = { taken: count(taken.id), crashed: count(s.id) };
   // The crash this stands for: "offered" committed, the POST sent, its 2xx never recorded.
   await h.pool.query("UPDATE sessions SET announced_at = NULL WHERE id = $1", [s.id]);
   await h.restart();
-  await waitFor(() => count(s.id) === before.crashed + 1, { timeoutMs: 10_000, what: "posted again" });
+  await waitFor(() => count(s.id) === before.crashed + 1, { timeoutMs: 30_000, what: "posted again" });
   const again = JSON.parse(received.filter((x) => x.headers["idempotency-key"] === s.id).at(-1)!.body) as { sessionId: string; emailUrl: string };
   assert.equal(again.sessionId, s.id);
   assert.equal((await fetch(again.emailUrl)).status, 200, "the link points at the running API");

@@ -125,7 +125,7 @@ before(async () => {
     what: "token-service started",
   });
   // The subscription is made before the expiry check that logged; one round trip proves it answers.
-  await waitFor(async () => (await client.get("acme", "plain", "imap").catch(() => undefined)) !== undefined, { timeoutMs: 10_000, what: "first answer" });
+  await waitFor(async () => (await client.get("acme", "plain", "imap").catch(() => undefined)) !== undefined, { timeoutMs: 30_000, what: "first answer" });
 });
 
 after(async () => {
@@ -214,7 +214,7 @@ test("a transient platform failure is answered transient, and the next request a
   await new Promise((r) => setTimeout(r, 1_100));
   idp.failNextTokenRequests(1, 503);
   await assert.rejects(client.get("acme", "support", "imap", true), (e: unknown) => e instanceof CredentialUnavailableError && e.kind === "transient");
-  const token = await waitFor(() => xoauth2("support", "imap", true).catch(() => undefined), { timeoutMs: 10_000, what: "a token after the backoff" });
+  const token = await waitFor(() => xoauth2("support", "imap", true).catch(() => undefined), { timeoutMs: 30_000, what: "a token after the backoff" });
   assert.notEqual(token.accessToken, fresh.accessToken);
 });
 
@@ -263,14 +263,14 @@ test("each mailbox's auth state is in the mailbox-status bucket under <t>.<m>.au
     const e = await kv.get(n.mailboxAuthKey("acme", mailbox));
     return e?.value.length ? MailboxAuthStatus.parse(e.json()) : undefined;
   };
-  const bad = await waitFor(() => read("secretid"), { timeoutMs: 5_000, what: "secretid auth state" });
+  const bad = await waitFor(() => read("secretid"), { timeoutMs: 20_000, what: "secretid auth state" });
   assert.deepEqual([bad.state, bad.code, bad.provider], ["needs-admin", "AADSTS7000215", "microsoft365"]);
   assert.match(bad.fix ?? "", /Secret ID/);
-  const good = await waitFor(async () => ((await read("support"))?.warnings.length ? read("support") : undefined), { timeoutMs: 5_000, what: "support warnings" });
+  const good = await waitFor(async () => ((await read("support"))?.warnings.length ? read("support") : undefined), { timeoutMs: 20_000, what: "support warnings" });
   assert.equal(good.state, "ok");
   assert.ok(good.tokenExpiresAt);
   assert.equal(good.warnings[0]?.what, "client secret");
-  const certbox = await waitFor(() => read("certbox"), { timeoutMs: 5_000, what: "certbox auth state" });
+  const certbox = await waitFor(() => read("certbox"), { timeoutMs: 20_000, what: "certbox auth state" });
   assert.equal(certbox.warnings[0]?.what, "certificate", "a 30-day certificate is inside the 30-day window");
   assert.equal(await kv.get(n.mailboxKey("acme", "support")), null, "the poller's own key is not written by token-service");
 });
