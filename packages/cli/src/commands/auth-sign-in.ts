@@ -97,24 +97,8 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
   try {
     const timeoutAt = values.timeout ? Date.now() + Number(values.timeout) * 1000 : Infinity;
     if (delegated === "google-delegated" || values.browser) return await browserSignIn({ nc, names, tenant: tenant.id, mailbox: mailbox.id, address: mailbox.address, port, timeoutAt, out });
-    const request: SignInRequest = { version: "v1", tenant: tenant.id, mailbox: mailbox.id };
-    let reply: SignInReply | undefined;
-    // token-service may be starting (no responders yet): ask again for half a minute.
-    const askUntil = Date.now() + 30_000;
-    let problem = "";
-    while (reply === undefined && Date.now() < askUntil) {
-      try {
-        const msg = await nc.request(names.subjects.signIn(tenant.id, mailbox.id), JSON.stringify(request), { timeout: 15_000 });
-        reply = SignInReply.parse(JSON.parse(new TextDecoder().decode(msg.data)));
-      } catch (e) {
-        problem = (e as Error).message;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
-    if (reply === undefined) {
-      process.stderr.write(`postroom auth sign-in: token-service did not answer (${problem})\n  fix: start token-service (postroom up), then run this again\n`);
-      return 1;
-    }
+    const reply = await ask(nc, names.subjects.signIn(tenant.id, mailbox.id), { version: "v1", tenant: tenant.id, mailbox: mailbox.id });
+    if (typeof reply === "string") return silent(reply);
     if ("error" in reply) return refused(reply.error);
     if (!("userCode" in reply)) {
       process.stderr.write("postroom auth sign-in: token-service did not answer with a device code\n  fix: upgrade token-service to this version\n");
@@ -148,6 +132,12 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env, 
 
 function refused(error: { message: string; code: string | null; fix: string | null }): number {
   process.stderr.write(`postroom auth sign-in: ${error.message}${error.code ? ` (${error.code})` : ""}\n${error.fix ? `  fix: ${error.fix}\n` : ""}`);
+  return 1;
+}
+
+/** token-service gave no answer within `ask`'s half minute. */
+function silent(problem: string): number {
+  process.stderr.write(`postroom auth sign-in: token-service did not answer (${problem})\n  fix: start token-service (postroom up), then run this again\n`);
   return 1;
 }
 
@@ -201,10 +191,7 @@ async function browserSignIn(o: { nc: NatsConnection; names: Names; tenant: stri
     const { port } = server.address() as AddressInfo;
     const subject = o.names.subjects.signIn(o.tenant, o.mailbox);
     const started = await ask(o.nc, subject, { version: "v1", tenant: o.tenant, mailbox: o.mailbox, flow: "browser", redirectUri: `http://127.0.0.1:${port}/` });
-    if (typeof started === "string") {
-      process.stderr.write(`postroom auth sign-in: token-service did not answer (${started})\n  fix: start token-service (postroom up), then run this again\n`);
-      return 1;
-    }
+    if (typeof started === "string") return silent(started);
     if ("error" in started) return refused(started.error);
     if (!("authorizationUrl" in started)) {
       process.stderr.write("postroom auth sign-in: token-service did not answer with a sign-in address\n  fix: upgrade token-service to this version\n");
