@@ -231,11 +231,9 @@ export class CredentialService {
       }
     }
     const cache =
-      auth.type === "microsoft-delegated"
+      auth.type === "microsoft-delegated" || auth.type === "google-delegated"
         ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases)
-        : auth.type === "google-delegated"
-          ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases)
-          : this.#cacheFor(auth, mailbox.address);
+        : this.#cacheFor(auth, mailbox.address);
     try {
       const token = await cache.get(request.rejected);
       if (request.rejected) log.info({ purpose: request.purpose }, "the server rejected a token; a fresh one was served");
@@ -583,9 +581,10 @@ export class CredentialService {
 
   async stop(): Promise<void> {
     // Drain: stop taking requests, finish answering those in hand, then stop the expiry timer.
-    // A sign-in still polling is abandoned: its code was for this process only.
+    // A device-code sign-in still polling is abandoned: its code was for this process only. A
+    // browser sign-in waits in the store, for any replica to finish.
     clearInterval(this.#expiryTimer);
-    for (const source of [...this.#delegated.values(), ...this.#google.values()]) source.cancelSignIn();
+    for (const source of this.#delegated.values()) source.cancelSignIn();
     await Promise.all(this.#subs.map((s) => s.drain()));
     this.#subs = [];
     await Promise.all([...this.#handling]);

@@ -81,12 +81,6 @@ export class GoogleDelegatedSource implements TokenSource {
     }
   }
 
-  /** True when a grant for the mailbox's own account is stored. */
-  async signedIn(): Promise<boolean> {
-    const g = await this.#grant();
-    return g !== undefined && this.#accepts(g.account);
-  }
-
   async acquire(): Promise<AccessToken> {
     const grant = await this.#grant();
     if (grant === undefined || !this.#accepts(grant.account)) {
@@ -153,9 +147,6 @@ export class GoogleDelegatedSource implements TokenSource {
     await this.store.save(this.m.key, JSON.stringify({ provider: "google", account: account!, refreshToken: tokens.refresh_token } satisfies StoredGrant));
     return account!;
   }
-
-  /** Nothing to stop: a sign-in waiting for its browser is in the store, for any replica to finish. */
-  cancelSignIn(): void {}
 
   /** One token request, bounded; Google's refusals become errors the classifier and the operator read. */
   async #deadline<T>(work: Promise<T>): Promise<T> {
