@@ -42,6 +42,16 @@ export const MICROSOFT_DELEGATED_SCOPES = [
   "offline_access",
 ] as const;
 
+/** Microsoft Graph's endpoint per national cloud (its `/.default` scope is the app-only scope). */
+export const GRAPH_ENDPOINTS = {
+  global: "https://graph.microsoft.com",
+  usgov: "https://graph.microsoft.us",
+  china: "https://microsoftgraph.chinacloudapi.cn",
+} as const;
+
+/** Delegated Graph scopes: read and change the signed-in user's mail, send as them, and a refresh token. */
+export const GRAPH_DELEGATED_SCOPES = ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send", "offline_access"] as const;
+
 /** Google's one scope for IMAP, POP and SMTP (a refresh token comes with offline access, asked for by the flow). */
 export const GOOGLE_MAIL_SCOPES = ["https://mail.google.com/"] as const;
 

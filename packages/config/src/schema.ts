@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { semanticIssues } from "./check.js";
-import { MICROSOFT_DELEGATED_SCOPES, PROVIDER_NAMES, PROVIDER_PRESETS, presetPort, type ProviderName } from "./providers.js";
+import { GRAPH_DELEGATED_SCOPES, GRAPH_ENDPOINTS, MICROSOFT_DELEGATED_SCOPES, PROVIDER_NAMES, PROVIDER_PRESETS, presetPort, type ProviderName } from "./providers.js";
 
 /**
  * The operator's configuration file, as a zod schema. Every field has a description: it becomes
@@ -160,12 +160,19 @@ export const Provider = z
 /** The inbound server as written: protocol and host may be left to the mailbox's provider. */
 export const Inbound = z
   .object({
-    protocol: z.enum(["imap", "pop3"]).optional().describe("imap or pop3; with a provider, defaults to imap."),
-    host: hostname.optional().describe("Host name or IP address; with a provider, the provider's server."),
+    protocol: z
+      .enum(["imap", "pop3", "graph"])
+      .optional()
+      .describe("imap, pop3 or graph (Microsoft Graph, for Exchange Online mailboxes with IMAP turned off); with a provider, defaults to imap."),
+    host: hostname.optional().describe("Host name or IP address; with a provider, the provider's server. Not used with graph (see the mailbox's graph settings)."),
     port: port.optional().describe("Defaults: the provider's port, else imap 993/143, pop3 995/110 by TLS mode."),
     tls: TlsMode.default("implicit"),
     verifyCertificate: z.boolean().default(true).describe("Verify the server's TLS certificate. Turn off only for tests."),
-    folder: z.string().min(1).default("INBOX").describe("IMAP folder to read (POP3 has only the inbox)."),
+    folder: z
+      .string()
+      .min(1)
+      .default("INBOX")
+      .describe("IMAP folder to read (POP3 has only the inbox). Graph: a well-known folder name (inbox, archive, ...) or a folder id; INBOX means inbox."),
     afterImport: AfterImport.default({ action: "mark-seen" }),
     checkIntervalSeconds: z.number().int().min(1).max(3600).default(60),
     firstStart: z
@@ -177,7 +184,18 @@ export const Inbound = z
   })
   .strict();
 /** The inbound server of a loaded mailbox: protocol and host always known. */
-export type Inbound = Omit<z.infer<typeof Inbound>, "protocol" | "host"> & { protocol: "imap" | "pop3"; host: string };
+export type Inbound = Omit<z.infer<typeof Inbound>, "protocol" | "host"> & { protocol: "imap" | "pop3" | "graph"; host: string };
+
+/** A mailbox's Microsoft Graph settings, for `inbound.protocol: graph` and `outbound: graph`. */
+export const GraphSettings = z
+  .object({
+    url: z.url().optional().describe("Override of the cloud's Graph endpoint (https://graph.microsoft.com for global): tests, proxies."),
+    user: z.string().min(1).optional().describe("The mailbox's user principal name or object id in Graph; default: the mailbox address."),
+    saveToSentItems: z.boolean().default(true).describe("outbound: graph: keep a copy of each sent reply in the mailbox's Sent Items."),
+    pageSize: z.number().int().min(1).max(1000).default(50).describe("Messages asked for per delta page (Prefer: odata.maxpagesize)."),
+  })
+  .strict();
+export type GraphSettings = z.infer<typeof GraphSettings>;
 
 /** The outgoing server as written: host may be left to the mailbox's provider. */
 export const Smtp = z
@@ -318,6 +336,11 @@ const MailboxFields = z
     inbound: Inbound.prefault({}).describe("Where mail is read; with a provider it may be left out (IMAP on the provider's server)."),
     auth: MailboxAuth,
     smtp: Smtp.optional().describe("Outgoing server for replies; without it agents cannot answer. With a provider, defaults to the provider's SMTP server."),
+    outbound: z
+      .enum(["smtp", "graph"])
+      .default("smtp")
+      .describe("How replies are sent: smtp (the smtp settings), or graph (Microsoft Graph sendMail; smtp's rate and recipient limits still apply)."),
+    graph: GraphSettings.prefault({}).describe("Microsoft Graph settings, used with inbound.protocol: graph and outbound: graph."),
     defaultCc: z.array(z.email()).default([]),
     defaultBcc: z.array(z.email()).default([]),
     agentsMayAnswer: z.boolean().default(true),
@@ -346,26 +369,34 @@ export const Mailbox = MailboxFields.transform((m, ctx): Mailbox => {
   const fix = `add it, or set provider: ${PROVIDER_NAMES.join(" | ")}`;
   const protocol = m.inbound.protocol ?? (preset ? "imap" : undefined);
   if (protocol === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["inbound", "protocol"], params: { fix: `add protocol: imap (or pop3), or set provider: ${PROVIDER_NAMES.join(" | ")}` }, input: m.inbound });
-  const endpoint = preset && protocol ? preset[protocol] : undefined;
-  const host = m.inbound.host ?? endpoint?.host;
+  const endpoint = preset && protocol && protocol !== "graph" ? preset[protocol] : undefined;
+  const usesGraph = protocol === "graph" || m.outbound === "graph";
+  const host = m.inbound.host ?? endpoint?.host ?? (protocol === "graph" ? graphHost(m) : undefined);
+  if (usesGraph && m.auth.type !== "microsoft365" && m.auth.type !== "microsoft-delegated") {
+    ctx.addIssue({ code: "custom", message: `Microsoft Graph needs a Microsoft sign-in, not auth type "${m.auth.type}"`, path: ["auth", "type"], params: { fix: "use auth type microsoft365 (app-only, with the Mail.ReadWrite and Mail.Send application permissions) or microsoft-delegated" }, input: m.auth });
+  }
+  if (m.auth.type === "microsoft-delegated" && usesGraph && (protocol !== "graph" || m.outbound !== "graph") && m.smtp?.auth === undefined) {
+    ctx.addIssue({ code: "custom", message: "a delegated sign-in gets tokens for one service: Graph here, IMAP/POP/SMTP there", path: protocol === "graph" ? ["outbound"] : ["inbound", "protocol"], params: { fix: "read and send through Graph (inbound.protocol: graph and outbound: graph), or through IMAP/POP and SMTP" }, input: m });
+  }
   if (host === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["inbound", "host"], params: { fix }, input: m.inbound });
   const port = m.inbound.port ?? (endpoint ? presetPort(endpoint, m.inbound.tls) : undefined);
   let smtp: Smtp | undefined;
-  const smtpIn = m.smtp ?? (preset ? Smtp.parse({}) : undefined);
+  // outbound: graph keeps smtp's limits (rate, recipients, size) with Graph's host in place of a server.
+  const smtpIn = m.smtp ?? (preset || m.outbound === "graph" ? Smtp.parse(m.outbound === "graph" ? { host: graphHost(m), tls: "implicit", port: 443 } : {}) : undefined);
   if (smtpIn !== undefined) {
     const smtpHost = smtpIn.host ?? preset?.smtp.host;
     if (smtpHost === undefined) ctx.addIssue({ code: "custom", message: "is missing", path: ["smtp", "host"], params: { fix }, input: m.smtp });
     const smtpPort = smtpIn.port ?? (preset && smtpIn.host === undefined ? presetPort(preset.smtp, smtpIn.tls) : undefined);
     smtp = { ...smtpIn, host: smtpHost ?? "", ...(smtpPort === undefined ? {} : { port: smtpPort }) };
   }
-  if (preset && m.provider) {
+  if (preset && m.provider && !usesGraph) {
     for (const issue of providerAuthIssues(m.provider, m.auth.type, smtpIn?.auth?.type)) ctx.addIssue({ code: "custom", ...issue, input: m.auth });
   }
   const { smtp: _smtp, ...rest } = m;
   // Delegated sign-in: the tenant and scopes of the provider, else work accounts and Exchange's scopes.
   if (m.auth.type === "microsoft-delegated") {
     m.auth.tenant ??= preset?.delegated.tenant ?? "organizations";
-    m.auth.scopes ??= [...(preset?.delegated.scopes ?? MICROSOFT_DELEGATED_SCOPES)];
+    m.auth.scopes ??= [...(usesGraph ? graphDelegatedScopes(m.auth.cloud) : (preset?.delegated.scopes ?? MICROSOFT_DELEGATED_SCOPES))];
   }
   if (smtp?.auth?.type === "microsoft-delegated") {
     smtp.auth.tenant ??= preset?.delegated.tenant ?? "organizations";
@@ -377,6 +408,22 @@ export const Mailbox = MailboxFields.transform((m, ctx): Mailbox => {
     ...(smtp === undefined ? {} : { smtp }),
   };
 });
+
+/** The Graph endpoint a mailbox uses: its graph.url, else its Microsoft cloud's. */
+export function graphEndpoint(m: { graph?: { url?: string | undefined } | undefined; auth: { type: string; cloud?: string } }): string {
+  const cloud = (m.auth.cloud ?? "global") as keyof typeof GRAPH_ENDPOINTS;
+  return (m.graph?.url ?? GRAPH_ENDPOINTS[cloud] ?? GRAPH_ENDPOINTS.global).replace(/\/+$/, "");
+}
+
+function graphHost(m: Parameters<typeof graphEndpoint>[0]): string {
+  return new URL(graphEndpoint(m)).hostname;
+}
+
+/** Delegated Graph scopes on a cloud's Graph resource. */
+export function graphDelegatedScopes(cloud: string | undefined): string[] {
+  const resource = GRAPH_ENDPOINTS[(cloud ?? "global") as keyof typeof GRAPH_ENDPOINTS] ?? GRAPH_ENDPOINTS.global;
+  return GRAPH_DELEGATED_SCOPES.map((s) => s.replace(GRAPH_ENDPOINTS.global, resource));
+}
 
 /** Errors for auth types a provider cannot use (also run by `config check` over raw input). */
 export function providerAuthIssues(provider: ProviderName, inboundType: unknown, smtpType: unknown): { message: string; path: string[]; params: { fix: string } }[] {

@@ -26,14 +26,29 @@ export const SourceKey = z.discriminatedUnion("protocol", [
     mailbox: id,
     uidl: z.string().min(1).max(70),
   }),
+  z.object({
+    protocol: z.literal("graph"),
+    tenant: id,
+    mailbox: id,
+    /** The folder as configured (a well-known name such as inbox, or a folder id). */
+    folder: z.string().min(1),
+    /** Graph's immutable message id (`Prefer: IdType="ImmutableId"`): it survives moves. */
+    id: z.string().min(1).max(512),
+  }),
 ]);
 export type SourceKey = z.infer<typeof SourceKey>;
 
 /** The stable message key: same message at the source → same key, always. */
 export function messageKey(key: SourceKey): string {
-  return key.protocol === "imap"
-    ? `${key.tenant}/${key.mailbox}/imap/${encodeURIComponent(key.folder)}/${key.uidValidity}/${key.uid}`
-    : `${key.tenant}/${key.mailbox}/pop3/${encodeURIComponent(key.uidl)}`;
+  switch (key.protocol) {
+    case "imap":
+      return `${key.tenant}/${key.mailbox}/imap/${encodeURIComponent(key.folder)}/${key.uidValidity}/${key.uid}`;
+    case "pop3":
+      return `${key.tenant}/${key.mailbox}/pop3/${encodeURIComponent(key.uidl)}`;
+    case "graph":
+      // Not by folder: an immutable id is the mailbox's, wherever the message is moved.
+      return `${key.tenant}/${key.mailbox}/graph/${encodeURIComponent(key.id)}`;
+  }
 }
 
 /** A reference to bytes in a JetStream object store. */
@@ -268,8 +283,8 @@ export const MailboxStatus = z.object({
     .object({ message: z.string(), code: z.string().nullable(), fix: z.string().nullable(), at: isoTime })
     .nullable(),
   updatedAt: isoTime,
-  /** "imap" or "pop3" (absent in entries written before it existed). */
-  protocol: z.enum(["imap", "pop3"]).optional(),
+  /** "imap", "pop3" or "graph" (absent in entries written before it existed). */
+  protocol: z.enum(["imap", "pop3", "graph"]).optional(),
   /** The mailbox's check interval, so readers can tell a stalled mailbox (see `isStalled`). */
   checkIntervalSeconds: z.number().int().positive().optional(),
   /** When the current owner started working on the mailbox. */
@@ -279,7 +294,8 @@ export const MailboxStatus = z.object({
 });
 export type MailboxStatus = z.infer<typeof MailboxStatus>;
 
-export const CredentialPurpose = z.enum(["imap", "pop3", "smtp"]);
+/** What the credential is for; "graph" asks for a Microsoft Graph token (reading and sending). */
+export const CredentialPurpose = z.enum(["imap", "pop3", "smtp", "graph"]);
 export type CredentialPurpose = z.infer<typeof CredentialPurpose>;
 
 export const CredentialRequest = z.object({

@@ -378,4 +378,15 @@ CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
 ALTER TABLE sends ADD COLUMN raw bytea;
 `,
   },
+  {
+    version: 56,
+    name: "messages read through Microsoft Graph",
+    // A Graph message's identity is its immutable id (kept in uidl), unique per mailbox like a
+    // POP3 UIDL: a redelivered mail.received event after a crash finds the row instead of a copy.
+    sql: `
+ALTER TABLE messages DROP CONSTRAINT messages_protocol_check;
+ALTER TABLE messages ADD CONSTRAINT messages_protocol_check CHECK (protocol IN ('imap', 'pop3', 'smtp', 'graph'));
+CREATE UNIQUE INDEX messages_graph_key ON messages (tenant, mailbox, uidl) WHERE protocol = 'graph';
+`,
+  },
 ];

@@ -408,10 +408,11 @@ export class Archiver {
           mailbox: s.mailbox,
           direction: "inbound",
           protocol: s.protocol,
-          folder: s.protocol === "imap" ? s.folder : null,
+          folder: s.protocol === "pop3" ? null : s.folder,
           uidValidity: s.protocol === "imap" ? s.uidValidity : null,
           uid: s.protocol === "imap" ? s.uid : null,
-          uidl: s.protocol === "pop3" ? s.uidl : null,
+          // A Graph message's immutable id takes the UIDL's place (unique per mailbox, see migration 56).
+          uidl: s.protocol === "pop3" ? s.uidl : s.protocol === "graph" ? s.id : null,
           receivedAt: new Date(e.receivedAt),
           archivePath: w.target,
           oversize: e.oversize,

@@ -25,7 +25,9 @@ export function messageFolder(root: string, source: SourceKey, receivedAt: Date)
   const leaf =
     source.protocol === "imap"
       ? `${source.folder === "INBOX" ? "" : `${hash(source.folder).slice(0, 8)}-`}${source.uidValidity}-${source.uid}`
-      : `pop3-${hash(source.uidl).slice(0, 24)}`;
+      : source.protocol === "pop3"
+        ? `pop3-${hash(source.uidl).slice(0, 24)}`
+        : `graph-${hash(source.id).slice(0, 24)}`;
   return join(root, source.tenant, source.mailbox, y, m, d, leaf);
 }
 

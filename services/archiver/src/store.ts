@@ -17,7 +17,7 @@ export interface MessageRow {
   tenant: string;
   mailbox: string;
   direction: "inbound" | "outbound";
-  protocol: "imap" | "pop3" | "smtp";
+  protocol: "imap" | "pop3" | "smtp" | "graph";
   folder: string | null;
   uidValidity: number | null;
   uid: number | null;

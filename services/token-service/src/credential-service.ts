@@ -1,6 +1,6 @@
 import type { MailboxAuth, PostroomConfig } from "@postroom/config";
-import { allMailboxes, findMailbox, resolveSecret, SecretError } from "@postroom/config";
-import { CredentialRequest, mailboxOfSubject, SignInCode, SignInRequest, type Credential, type CredentialError, type MailboxAuthStatus, type Names, type SignInReply } from "@postroom/contracts";
+import { allMailboxes, findMailbox, GRAPH_ENDPOINTS, resolveSecret, SecretError } from "@postroom/config";
+import { CredentialRequest, mailboxOfSubject, SignInCode, SignInRequest, type Credential, type CredentialPurpose, type CredentialError, type MailboxAuthStatus, type Names, type SignInReply } from "@postroom/contracts";
 import { sealReply, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { randomUUID } from "node:crypto";
@@ -233,7 +233,7 @@ export class CredentialService {
     const cache =
       auth.type === "microsoft-delegated" || auth.type === "google-delegated"
         ? this.#delegatedCache(tenantId, mailbox.id, auth, mailbox.address, mailbox.aliases)
-        : this.#cacheFor(auth, mailbox.address);
+        : this.#cacheFor(auth, mailbox.address, request.purpose);
     try {
       const token = await cache.get(request.rejected);
       if (request.rejected) log.info({ purpose: request.purpose }, "the server rejected a token; a fresh one was served");
@@ -451,12 +451,14 @@ export class CredentialService {
   }
 
   /** The token cache of one credential, created on first use. */
-  #cacheFor(auth: OAuthAuth, address: string): TokenCache {
+  #cacheFor(auth: OAuthAuth, address: string, purpose: CredentialPurpose): TokenCache {
     const env = this.options.env ?? process.env;
     let key: string;
     let build: () => Promise<{ fingerprint: string; create: () => TokenSource }>;
     if (auth.type === "microsoft365") {
-      key = ["ms", auth.cloud, auth.authorityHost ?? "", auth.tenantId, auth.clientId, auth.clientSecret ?? "", auth.certificate?.certificate ?? ""].join("|");
+      // Graph tokens are for another resource than Exchange's IMAP/POP/SMTP: a cache of their own.
+      const scope = purpose === "graph" ? `${GRAPH_ENDPOINTS[auth.cloud as MicrosoftCloudName]}/.default` : undefined;
+      key = ["ms", auth.cloud, auth.authorityHost ?? "", auth.tenantId, auth.clientId, auth.clientSecret ?? "", auth.certificate?.certificate ?? "", scope ?? ""].join("|");
       build = async () => {
         const clientSecret = auth.clientSecret === undefined ? undefined : await resolveConfigSecret(auth.clientSecret, env, "clientSecret");
         const certificate =
@@ -476,6 +478,7 @@ export class CredentialService {
               ...(clientSecret === undefined ? {} : { clientSecret }),
               ...(certificate === undefined ? {} : { certificate }),
               ...(auth.authorityHost === undefined ? {} : { authorityHost: auth.authorityHost }),
+              ...(scope === undefined ? {} : { scope }),
             }),
         };
       };

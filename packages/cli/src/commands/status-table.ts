@@ -4,7 +4,7 @@ import { isStalled, type MailboxStatus } from "@postroom/contracts";
 export interface StatusRow {
   tenant: string;
   mailbox: string;
-  protocol: "imap" | "pop3";
+  protocol: "imap" | "pop3" | "graph";
   checkIntervalSeconds: number;
   status: MailboxStatus | undefined;
 }
