@@ -68,10 +68,12 @@ test("two replicas share mailboxes, never hold one at the same time, and a dead 
   // Replica b dies: its NATS connection goes away without releasing anything.
   const died = Date.now();
   await ncs[1]!.close();
-  await waitFor(() => b.owned.length === 0, { timeoutMs: fast.ttlMs, what: "the dead replica fencing itself" });
-  await waitFor(() => a.owned.length === 8, { timeoutMs: 10_000, what: "takeover" });
+  // The bounds carry a few seconds of slack for a loaded CI machine, where timers fire late; the
+  // property that may never bend is the one below them: never two holders at once.
+  await waitFor(() => b.owned.length === 0, { timeoutMs: fast.ttlMs + 5_000, what: "the dead replica fencing itself" });
+  await waitFor(() => a.owned.length === 8, { timeoutMs: 15_000, what: "takeover" });
   const took = Date.now() - died;
-  assert.ok(took <= fast.ttlMs + 2 * fast.renewEveryMs + 1_000, `took over in ${took} ms`);
+  assert.ok(took <= fast.ttlMs + 2 * fast.renewEveryMs + 5_000, `took over in ${took} ms`);
   assert.deepEqual(violations, []);
   await a.stop();
   await b.stop().catch(() => undefined);

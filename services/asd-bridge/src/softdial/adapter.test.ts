@@ -33,7 +33,7 @@ async function setup(queues: SoftdialSimulatorOptions["queues"], options: Partia
   });
   adapter.start();
   running.push({ sim: s, adapter });
-  await waitFor(() => s.received("TO").length > 0, { timeoutMs: 5_000, what: "TO" });
+  await waitFor(() => s.received("TO").length > 0, { timeoutMs: 20_000, what: "TO" });
   return { sim: s, adapter, events };
 }
 
@@ -47,7 +47,7 @@ async function assertClean(sim: SoftdialSimulator, { errors = 0 } = {}): Promise
   const tokens = sim.received().filter((f) => f.params.TK !== undefined).map((f) => f.params.TK!);
   assert.equal(new Set(tokens).size, tokens.length, "every TK is unique");
   const rejected = new Set(sim.sent("ER").map((f) => /\\TK([^\\"]+)/.exec(f.text)?.[1]));
-  await waitFor(() => tokens.every((tk) => rejected.has(tk) || sim.sent("MV").some((m) => m.params.TK === tk)), { timeoutMs: 5_000, what: "an MV for every TK" });
+  await waitFor(() => tokens.every((tk) => rejected.has(tk) || sim.sent("MV").some((m) => m.params.TK === tk)), { timeoutMs: 20_000, what: "an MV for every TK" });
   assert.equal(sim.sent("ER").length, errors, sim.sent("ER").map((f) => f.text).join("\n"));
 }
 
@@ -69,15 +69,15 @@ test("a normal session runs IC → CA → TQ → CT → TS → CD → ND → SD 
   assert.match(sim.received("TO")[0]!.text, /^TO\\ICpostroom\\NT100\\ND\\SD\\TS\\TK[0-9a-f]+-1-\d+$/);
   sim.loginAgent("agent1", ["email"]);
   offer(adapter, "s-normal");
-  await waitFor(() => sim.sessions.get("s-normal")?.state === "delivered", { timeoutMs: 5_000, what: "delivered" });
+  await waitFor(() => sim.sessions.get("s-normal")?.state === "delivered", { timeoutMs: 20_000, what: "delivered" });
   const ic = sim.received("IC")[0]!;
   assert.equal(ic.params.TN, "ann~2Borders@customer.example", "escaped, not replaced");
   assert.equal(decodeValue(ic.params.TN!), "ann+orders@customer.example");
   assert.equal(ic.params.MT, "email");
   assert.equal(decodeValue(ic.params.DT!), "postroom:acme/support/s-normal Subject: Where? My order!");
   sim.disconnect("s-normal");
-  await waitFor(() => sim.sessions.get("s-normal")?.state === "ended", { timeoutMs: 5_000, what: "ended" });
-  await waitFor(() => sim.received("SD").length === 1, { timeoutMs: 5_000, what: "SD" });
+  await waitFor(() => sim.sessions.get("s-normal")?.state === "ended", { timeoutMs: 20_000, what: "ended" });
+  await waitFor(() => sim.received("SD").length === 1, { timeoutMs: 20_000, what: "SD" });
   assert.deepEqual(flow(sim, "s-normal"), [">IC", "<CA", "<TQ", "<CT", ">TS", "<CD", ">ND", ">SD"]);
   assert.equal(sim.received("TS")[0]!.params.RS, "0");
   assert.equal(sim.received("ND")[0]!.params.CA, "0", "CallGem ended it: cause disconnected-by-acd");
@@ -88,7 +88,7 @@ test("a normal session runs IC → CA → TQ → CT → TS → CD → ND → SD 
   assert.equal(transcript.length, 1);
   // Every frame both ways is in the transcript, as many lines as frames (once the last ones arrived).
   const lines = () => readFileSync(join(dir.path, transcript[0]!), "utf8").split("\n").filter((l) => / [<>] /.test(l)).length;
-  await waitFor(() => lines() === sim.frames.length || undefined, { timeoutMs: 5_000, what: `${sim.frames.length} transcript lines, have ${lines()}` });
+  await waitFor(() => lines() === sim.frames.length || undefined, { timeoutMs: 20_000, what: `${sim.frames.length} transcript lines, have ${lines()}` });
   const text = readFileSync(join(dir.path, transcript[0]!), "utf8");
   assert.match(text, / > IC\\TDdefault\\CNsystem\\ICpostroom\\SIs-normal/);
   assert.match(text, / < CT\\/);
@@ -99,9 +99,9 @@ test("a controller speaking SDMP 2 (CG:CT: routes) on 6500, its frames cut into 
   const { sim, adapter, events } = await setup({ email: { timeoutSeconds: 30 } }, { encoding: "utf16le" }, { route: "CG:CT:", chunkBytes: 3 });
   sim.loginAgent("agent1", ["email"]);
   adapter.offer({ sessionId: "s-sdmp2", from: "zoë@exämple.test", to: MAILBOX, reference: "postroom acme s-sdmp2 Привет 👋" });
-  await waitFor(() => sim.sessions.get("s-sdmp2")?.state === "delivered", { timeoutMs: 5_000, what: "delivered" });
+  await waitFor(() => sim.sessions.get("s-sdmp2")?.state === "delivered", { timeoutMs: 20_000, what: "delivered" });
   adapter.close("s-sdmp2", "answered");
-  await waitFor(() => sim.received("SD").length === 1, { timeoutMs: 5_000, what: "SD" });
+  await waitFor(() => sim.received("SD").length === 1, { timeoutMs: 20_000, what: "SD" });
   assert.deepEqual(events.filter((e) => "sessionId" in e).map((e) => e.type), ["offered", "campaign", "queued", "assigned", "delivered", "completed"]);
   assert.equal(sim.received("IC")[0]!.params.TN, "zoë@exämple.test");
   assert.equal(sim.received("ND")[0]!.params.CN, "emailcamp", "the campaign from a routed CA");
@@ -114,9 +114,9 @@ test("the agent's outcome reaches CallGem as the ND cause, from the tenant's tab
   const outcomes = ["answered", "spam", "forwarded", "no-reply-needed", "something-else"];
   for (const [i, outcome] of outcomes.entries()) {
     offer(adapter, `s-cause-${i}`);
-    await waitFor(() => sim.sessions.get(`s-cause-${i}`)?.state === "delivered", { timeoutMs: 5_000, what: `delivered ${i}` });
+    await waitFor(() => sim.sessions.get(`s-cause-${i}`)?.state === "delivered", { timeoutMs: 20_000, what: `delivered ${i}` });
     adapter.close(`s-cause-${i}`, outcome);
-    await waitFor(() => sim.received("SD").length === i + 1, { timeoutMs: 5_000, what: `SD ${i}` });
+    await waitFor(() => sim.received("SD").length === i + 1, { timeoutMs: 20_000, what: `SD ${i}` });
   }
   assert.deepEqual(sim.received("ND").map((f) => f.params.CA), ["1", "42", "2", "4", "9"]);
   assert.equal(events.filter((e) => e.type === "completed").length, 5);
@@ -127,7 +127,7 @@ test("after a queue timeout the session overflows to another queue and reaches t
   const { sim, adapter } = await setup({ email: { timeoutSeconds: 1, overflow: "backup" }, backup: { timeoutSeconds: 30 } });
   sim.loginAgent("agent2", ["backup"]);
   offer(adapter, "s-overflow");
-  await waitFor(() => sim.sessions.get("s-overflow")?.state === "delivered", { timeoutMs: 8_000, what: "delivered in backup" });
+  await waitFor(() => sim.sessions.get("s-overflow")?.state === "delivered", { timeoutMs: 20_000, what: "delivered in backup" });
   assert.deepEqual(flow(sim, "s-overflow"), [">IC", "<CA", "<TQ", ">QT", "<TQ", "<CT", ">TS"]);
   const [first, second] = sim.sent("TQ").filter((f) => f.params.SI === "s-overflow");
   assert.equal(first!.params.GA, "email");
@@ -139,7 +139,7 @@ test("after a queue timeout the session overflows to another queue and reaches t
 test("with no agent the timer runs out, CallGem disconnects, and the session is reported unanswered (not completed)", async () => {
   const { sim, adapter, events } = await setup({ email: { timeoutSeconds: 1 } });
   offer(adapter, "s-nobody");
-  await waitFor(() => events.some((e) => e.type === "unanswered"), { timeoutMs: 8_000, what: "unanswered" });
+  await waitFor(() => events.some((e) => e.type === "unanswered"), { timeoutMs: 20_000, what: "unanswered" });
   assert.deepEqual(flow(sim, "s-nobody"), [">IC", "<CA", "<TQ", ">QT", "<CD", ">ND"]);
   assert.equal(sim.sessions.get("s-nobody")?.state, "ended");
   assert.ok(events.some((e) => e.type === "queue-timeout" && e.sessionId === "s-nobody"));
@@ -170,9 +170,9 @@ test("RS2 keeps the queue timer running: CallGem's agent without a Postroom acco
 test("an abandon (CD with DA) of a queued session is reported unanswered, abandoned", async () => {
   const { sim, adapter, events } = await setup({ email: { timeoutSeconds: 60 } });
   offer(adapter, "s-abandon");
-  await waitFor(() => sim.sessions.get("s-abandon")?.state === "queued", { timeoutMs: 5_000, what: "queued" });
+  await waitFor(() => sim.sessions.get("s-abandon")?.state === "queued", { timeoutMs: 20_000, what: "queued" });
   sim.disconnect("s-abandon", true);
-  await waitFor(() => events.some((e) => e.type === "unanswered"), { timeoutMs: 5_000, what: "unanswered" });
+  await waitFor(() => events.some((e) => e.type === "unanswered"), { timeoutMs: 20_000, what: "unanswered" });
   assert.deepEqual(events.find((e) => e.type === "unanswered"), { type: "unanswered", sessionId: "s-abandon", reason: "abandoned" });
   await assertClean(sim);
 });
@@ -185,14 +185,14 @@ test("a frame CallGem rejects gets ER, the session is reported rejected, and the
   );
   sim.loginAgent("agent3", ["email"]);
   offer(adapter, "s-bad", { XP: "7" });
-  await waitFor(() => events.some((e) => e.type === "rejected"), { timeoutMs: 5_000, what: "rejected" });
+  await waitFor(() => events.some((e) => e.type === "rejected"), { timeoutMs: 20_000, what: "rejected" });
   const er = sim.sent("ER")[0]!;
   assert.equal(er.params.EC, "2");
   assert.match(er.text, /FM"IC\\.*\\SIs-bad\\.*\\XP7\\TK[^\\"]+"/);
   const rejected = events.find((e) => e.type === "rejected");
   assert.equal(rejected?.type === "rejected" && rejected.sessionId, "s-bad");
   offer(adapter, "s-good");
-  await waitFor(() => sim.sessions.get("s-good")?.state === "delivered", { timeoutMs: 5_000, what: "next session delivered" });
+  await waitFor(() => sim.sessions.get("s-good")?.state === "delivered", { timeoutMs: 20_000, what: "next session delivered" });
   assert.equal(sim.openConnections, 1);
   assert.equal(adapter.unacknowledged, 0, "the rejected frame's TK is settled by the ER");
 });
@@ -200,7 +200,7 @@ test("a frame CallGem rejects gets ER, the session is reported rejected, and the
 test("a frame CallGem never acknowledges is reported once its deadline passes", async () => {
   const { sim, adapter, events } = await setup({ email: { timeoutSeconds: 30 } }, { ackTimeoutMs: 300 }, { silentMv: true });
   offer(adapter, "s-silent");
-  await waitFor(() => events.filter((e) => e.type === "unacknowledged").length >= 2, { timeoutMs: 5_000, what: "unacknowledged" });
+  await waitFor(() => events.filter((e) => e.type === "unacknowledged").length >= 2, { timeoutMs: 20_000, what: "unacknowledged" });
   const codes = events.filter((e) => e.type === "unacknowledged").map((e) => (e.type === "unacknowledged" ? e.code : ""));
   assert.ok(codes.includes("TO") && codes.includes("IC"), codes.join());
   const ic = events.find((e) => e.type === "unacknowledged" && e.code === "IC");
@@ -214,7 +214,7 @@ test("a frame CallGem never acknowledges is reported once its deadline passes", 
 test("an email with no From gets an address-like placeholder in TN, never a bare flag", async () => {
   const { sim, adapter } = await setup({ email: { timeoutSeconds: 30 } });
   adapter.offer({ sessionId: "s-nofrom", from: "", to: MAILBOX, reference: "postroom acme s-nofrom" });
-  await waitFor(() => sim.sessions.has("s-nofrom"), { timeoutMs: 5_000, what: "IC accepted" });
+  await waitFor(() => sim.sessions.has("s-nofrom"), { timeoutMs: 20_000, what: "IC accepted" });
   assert.equal(sim.received("IC")[0]!.params.TN, NO_SENDER);
   await assertClean(sim);
 });
@@ -262,11 +262,11 @@ test("socket dropped with 5 queued and 3 delivered: VS, TO, the 3 held with HE b
   assert.deepEqual([...adapter.undelivered()].sort(), waiting);
 
   sim.dropConnections();
-  await waitFor(() => events.some((e) => e.type === "resynced" && e.connection === 2), { timeoutMs: 5_000, what: "resynced" });
+  await waitFor(() => events.some((e) => e.type === "resynced" && e.connection === 2), { timeoutMs: 20_000, what: "resynced" });
   const resync = events.find((e) => e.type === "resynced" && e.connection === 2);
   assert.deepEqual(resync, { type: "resynced", connection: 2, reoffered: 5, held: 3 });
   // Each held session comes back to its own agent (TS RS0 on connection 2).
-  await waitFor(() => [...held].every(([si]) => sim.sessions.get(si)?.state === "delivered" && sim.sessions.get(si)?.connection === 2), { timeoutMs: 5_000, what: "held sessions back with their agents" });
+  await waitFor(() => [...held].every(([si]) => sim.sessions.get(si)?.state === "delivered" && sim.sessions.get(si)?.connection === 2), { timeoutMs: 20_000, what: "held sessions back with their agents" });
   const second = sim.received().filter((f) => f.connection === 2);
   assert.deepEqual(second.slice(0, 2).map((f) => f.code), ["VS", "TO"], "declared again before any session");
   const ics = second.filter((f) => f.code === "IC");
@@ -279,14 +279,14 @@ test("socket dropped with 5 queued and 3 delivered: VS, TO, the 3 held with HE b
   const closed = new Set<string>();
   while (closed.size < ids.length) {
     const open = [...sim.sessions.values()].filter((s) => s.state === "delivered" && s.connection === 2 && !closed.has(s.si));
-    await waitFor(() => open.length > 0 || undefined, { timeoutMs: 5_000, what: "a delivered session" });
+    await waitFor(() => open.length > 0 || undefined, { timeoutMs: 20_000, what: "a delivered session" });
     for (const s of open) {
       adapter.close(s.si, "answered");
       closed.add(s.si);
     }
-    await waitFor(() => closed.size === ids.length || [...sim.sessions.values()].some((s) => s.state === "delivered" && s.connection === 2 && !closed.has(s.si)), { timeoutMs: 5_000, what: "next delivery" });
+    await waitFor(() => closed.size === ids.length || [...sim.sessions.values()].some((s) => s.state === "delivered" && s.connection === 2 && !closed.has(s.si)), { timeoutMs: 20_000, what: "next delivery" });
   }
-  await waitFor(() => ids.every((id) => sim.sessions.get(id)?.state === "ended"), { timeoutMs: 5_000, what: "all ended" });
+  await waitFor(() => ids.every((id) => sim.sessions.get(id)?.state === "ended"), { timeoutMs: 20_000, what: "all ended" });
   for (const id of ids) assert.equal(new Set(sim.sessions.get(id)!.deliveredTo).size, 1, `${id} reached exactly one agent`);
   assert.equal(delivered.length, 8, "each email handed to an agent once");
   assert.equal(new Set(delivered.map((d) => d.split(">")[0])).size, 8);
@@ -299,11 +299,11 @@ test("an agent who closes her email while the socket is down sends nothing for i
   const { sim, adapter, events } = await setup({ email: { timeoutSeconds: 60 } }, { backoff: { initialMs: 400, maxMs: 400, stableMs: 5_000 } });
   sim.loginAgent("agent1", ["email"]);
   offer(adapter, "s-gone");
-  await waitFor(() => sim.sessions.get("s-gone")?.state === "delivered", { timeoutMs: 5_000, what: "delivered" });
+  await waitFor(() => sim.sessions.get("s-gone")?.state === "delivered", { timeoutMs: 20_000, what: "delivered" });
   sim.dropConnections();
-  await waitFor(() => !adapter.connected, { timeoutMs: 5_000, what: "disconnected" });
+  await waitFor(() => !adapter.connected, { timeoutMs: 20_000, what: "disconnected" });
   adapter.close("s-gone", "answered");
-  await waitFor(() => events.some((e) => e.type === "resynced"), { timeoutMs: 5_000, what: "resynced" });
+  await waitFor(() => events.some((e) => e.type === "resynced"), { timeoutMs: 20_000, what: "resynced" });
   assert.equal(sim.received("IC").filter((f) => f.connection === 2).length, 0);
   assert.equal(sim.received("ND").length + sim.received("SD").length, 0);
   assert.ok(events.some((e) => e.type === "completed" && e.sessionId === "s-gone"));

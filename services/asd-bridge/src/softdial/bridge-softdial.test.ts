@@ -46,7 +46,7 @@ after(async () => {
   assert.equal(sim?.received("MV").length, 0);
   const tokens = sim.received().filter((f) => f.params.TK !== undefined).map((f) => f.params.TK!);
   const acknowledged = () => new Set(sim.sent("MV").map((f) => f.params.TK));
-  await waitFor(() => tokens.every((tk: string) => acknowledged().has(tk)) || undefined, { timeoutMs: 5_000, what: "an MV for every TK" }).catch(() => undefined);
+  await waitFor(() => tokens.every((tk: string) => acknowledged().has(tk)) || undefined, { timeoutMs: 20_000, what: "an MV for every TK" }).catch(() => undefined);
   assert.deepEqual(tokens.filter((tk) => !acknowledged().has(tk)), [], "every frame with TK matched by MV");
   assert.equal(new Set(tokens).size, tokens.length, "every TK unique");
   await h?.close();
@@ -63,7 +63,7 @@ test("an archived email reaches the Softdial agent's desktop and closing it ther
     return r?.state === "delivered" ? r : undefined;
   }, { timeoutMs: 15_000, what: "delivered" });
   assert.equal(s.agent, "agent1");
-  await waitFor(() => sim.sessions.get(s.id)?.state === "delivered", { timeoutMs: 5_000, what: "CallGem got TS RS0" });
+  await waitFor(() => sim.sessions.get(s.id)?.state === "delivered", { timeoutMs: 20_000, what: "CallGem got TS RS0" });
   const ic = sim.received("IC").find((f) => f.params.SI === s.id)!;
   assert.equal(ic.params.DN, "support@acme.test");
   assert.equal(ic.params.IC, "postroom-acme");
@@ -74,11 +74,11 @@ test("an archived email reaches the Softdial agent's desktop and closing it ther
   const mine = await call(h.bridge.api!.url, "GET", "/api/sessions", token);
   assert.deepEqual((mine.body.sessions as { id: string }[]).map((x) => x.id), [s.id]);
   assert.equal((await call(h.bridge.api!.url, "POST", `/api/sessions/${s.id}/close`, token, { outcome: "answered" })).status, 200);
-  await waitFor(() => sim.sessions.get(s.id)?.state === "ended", { timeoutMs: 5_000, what: "ND at CallGem" });
+  await waitFor(() => sim.sessions.get(s.id)?.state === "ended", { timeoutMs: 20_000, what: "ND at CallGem" });
   const nd = sim.received("ND").find((f) => f.params.SI === s.id)!;
   assert.equal(nd.params.CN, "mailcamp");
   assert.equal(nd.params.CA, "1", "answered");
-  await waitFor(() => sim.received("SD").at(-1)?.params.AE === "ext-agent1", { timeoutMs: 5_000, what: "SD" });
+  await waitFor(() => sim.received("SD").at(-1)?.params.AE === "ext-agent1", { timeoutMs: 20_000, what: "SD" });
   const history = await h.pool.query<{ state: string }>("SELECT state FROM session_events WHERE session_id = $1 ORDER BY id", [s.id]);
   assert.deepEqual(history.rows.map((r) => r.state), ["created", "offered", "queued", "assigned", "delivered", "completed"]);
   const transcripts = readdirSync(join(h.config.archive.path, "..", "logs")).filter((f) => f.startsWith("softdial-acme-"));
@@ -89,7 +89,7 @@ test("an archived email reaches the Softdial agent's desktop and closing it ther
 test("while CallGem is down nothing is reported offered; after the reconnect the 6 held sessions go out 2 s apart and each is reported offered once", async () => {
   const before = { logs: offeredLogs().length, stats: h.bridge.stats.offered };
   await sim.setDown(true);
-  await waitFor(() => !h.bridge.softdial.get("acme")!.connected, { timeoutMs: 5_000, what: "disconnected" });
+  await waitFor(() => !h.bridge.softdial.get("acme")!.connected, { timeoutMs: 20_000, what: "disconnected" });
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) ids.push((await h.deliver("acme", "paced", { subject: `held ${i}` })).messageId);
   const sessions = await waitFor(async () => {
@@ -97,7 +97,7 @@ test("while CallGem is down nothing is reported offered; after the reconnect the
     return rows.every((r) => r?.state === "offered") ? rows.map((r) => r!.id) : undefined;
   }, { timeoutMs: 15_000, what: "six sessions waiting for CallGem" });
   assert.equal(offeredLogs().length, before.logs, "no 'session offered' while no IC was written");
-  await waitFor(() => h.logs.some((l) => l.includes("cannot connect to Softdial CallGem")), { timeoutMs: 5_000, what: "the failed connects logged" });
+  await waitFor(() => h.logs.some((l) => l.includes("cannot connect to Softdial CallGem")), { timeoutMs: 20_000, what: "the failed connects logged" });
   assert.equal(h.bridge.stats.offered, before.stats, "no session.offered while no IC was written");
 
   h.config.tenants[0]!.mailboxes.find((m) => m.id === "paced")!.offerPauseSeconds = 2;
@@ -106,7 +106,7 @@ test("while CallGem is down nothing is reported offered; after the reconnect the
   const ics = sim.received("IC").filter((f) => sessions.includes(f.params.SI!));
   assert.equal(ics.length, 6, "each once");
   for (let i = 1; i < ics.length; i++) assert.ok(ics[i]!.at - ics[i - 1]!.at >= 2_000, `IC ${i} came ${ics[i]!.at - ics[i - 1]!.at} ms after the one before`);
-  await waitFor(() => offeredLogs().length === before.logs + 6, { timeoutMs: 5_000, what: "six 'session offered' logs" });
+  await waitFor(() => offeredLogs().length === before.logs + 6, { timeoutMs: 20_000, what: "six 'session offered' logs" });
   assert.equal(h.bridge.stats.offered, before.stats + 6, "session.offered once per IC");
 });
 

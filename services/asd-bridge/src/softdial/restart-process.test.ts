@@ -108,7 +108,7 @@ test("asd-bridge SIGKILLed with 5 sessions queued and 3 with agents, then restar
   const connectionBefore = sim.sessions.get(rows[0]!.id)!.connection;
 
   await killBridge("SIGKILL");
-  await waitFor(() => sim.openConnections === 0, { timeoutMs: 5_000, what: "CallGem saw the socket close" });
+  await waitFor(() => sim.openConnections === 0, { timeoutMs: 20_000, what: "CallGem saw the socket close" });
   const restartedAt = logs.length;
   startBridge();
 
@@ -119,7 +119,7 @@ test("asd-bridge SIGKILLed with 5 sessions queued and 3 with agents, then restar
   await waitFor(() => [...held].every(([si, agent]) => sim.sessions.get(si)?.state === "delivered" && sim.busyWith(agent) === si), { timeoutMs: 10_000, what: "held sessions back with their agents" });
   const reIcs = sim.received("IC").filter((f) => f.connection > connectionBefore && ids.length > 0 && rows.some((r) => r.id === f.params.SI));
   for (const [si, agent] of held) assert.equal(reIcs.find((f) => f.params.SI === si)?.params.HE, agent, "HE names her");
-  const resyncLog = await waitFor(() => logs.slice(restartedAt).find((l) => l.includes("sessions offered again to Softdial CallGem")), { timeoutMs: 5_000, what: "the resync logged" });
+  const resyncLog = await waitFor(() => logs.slice(restartedAt).find((l) => l.includes("sessions offered again to Softdial CallGem")), { timeoutMs: 20_000, what: "the resync logged" });
   const counts = JSON.parse(resyncLog) as { reoffered: number; held: number };
   assert.deepEqual({ reoffered: counts.reoffered, held: counts.held }, { reoffered: 6, held: 3 }, "the log counts what was sent: the 5 and the ghost mail, and the 3 held");
   assert.equal(logs.filter((l) => l.includes('"msg":"session offered"') && l.includes('"mailbox":"team"')).length, 8, "each email announced once, not again after the restart");
@@ -135,11 +135,11 @@ test("asd-bridge SIGKILLed with 5 sessions queued and 3 with agents, then restar
     assert.equal(new Set(sim.sessions.get(r.id)!.deliveredTo).size, 1, `${r.id} reached one agent`);
     assert.equal((await h.pool.query("SELECT 1 FROM session_events WHERE session_id = $1 AND state = 'completed'", [r.id])).rowCount, 1, "answered once");
   }
-  await waitFor(() => ids.length === 8 && rows.every((r) => sim.sessions.get(r.id)?.state === "ended"), { timeoutMs: 5_000, what: "ended at CallGem" });
+  await waitFor(() => ids.length === 8 && rows.every((r) => sim.sessions.get(r.id)?.state === "ended"), { timeoutMs: 20_000, what: "ended at CallGem" });
   assert.equal(sim.sent("ER").length, 0, "no ND or SD rejected");
   for (const f of sim.received()) assert.deepEqual(frameProblems(`${f.text}\0`, sim.encoding), [], f.text);
   const tks = sim.received().filter((f) => f.params.TK !== undefined && f.connection > connectionBefore).map((f) => f.params.TK!);
-  await waitFor(() => tks.every((tk: string) => sim.sent("MV").some((m) => m.params.TK === tk)) || undefined, { timeoutMs: 5_000, what: "an MV for every TK since the restart" });
+  await waitFor(() => tks.every((tk: string) => sim.sent("MV").some((m) => m.params.TK === tk)) || undefined, { timeoutMs: 20_000, what: "an MV for every TK since the restart" });
   assert.equal(new Set(sim.received().map((f) => f.params.TK).filter(Boolean)).size, sim.received().filter((f) => f.params.TK).length, "TKs unique across both processes");
 });
 
