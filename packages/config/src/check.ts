@@ -176,8 +176,8 @@ function checkMailbox(mailbox: Rec, mp: Path, add: Add): void {
       add("warning", [...mp, "smtp", "recipientsPerMinute"], `recipientsPerMinute (${perMinute}) is below maxRecipients (${cap}): a message with that many recipients waits for an empty minute`, `raise recipientsPerMinute to at least ${cap}, or lower maxRecipients`);
     }
   }
-  else if (mailbox.smtp === undefined && mailbox.agentsMayAnswer !== false && preset === undefined) {
-    add("warning", [...mp, "smtp"], "no smtp server, but agentsMayAnswer is on: agents' replies cannot be sent", "add smtp: { host: smtp.example.com, port: 587 }, or set agentsMayAnswer: false");
+  else if (mailbox.smtp === undefined && mailbox.agentsMayAnswer !== false && preset === undefined && mailbox.outbound !== "graph") {
+    add("warning", [...mp, "smtp"], "no smtp server, but agentsMayAnswer is on: agents' replies cannot be sent", "add smtp: { host: smtp.example.com, port: 587 } (or outbound: graph), or set agentsMayAnswer: false");
   }
 
   checkPasswordOnMicrosoft(mailbox, mp, preset?.smtp.host, add);

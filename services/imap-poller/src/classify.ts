@@ -15,8 +15,10 @@ export interface Failure {
 }
 
 export function classifyImapError(error: unknown): Failure {
-  const e = error as { authenticationFailed?: boolean; responseText?: string; serverResponseCode?: string; message?: string; code?: string };
+  const e = error as { authenticationFailed?: boolean; responseText?: string; serverResponseCode?: string; message?: string; code?: string; retryAfterMs?: number };
   const text = e?.responseText ?? e?.message ?? String(error);
+  // Microsoft Graph's 429/503 with Retry-After (graph-client's GraphError).
+  if (typeof e?.retryAfterMs === "number") return { kind: "throttled", text, retryAfterMs: e.retryAfterMs };
   // Exchange Online: "Request is throttled. Suggested Backoff Time: 12345 milliseconds"
   const throttle = /Suggested Backoff Time:\s*(\d+)/i.exec(text);
   if (throttle) return { kind: "throttled", text, retryAfterMs: Number(throttle[1]) };
@@ -45,6 +47,11 @@ export function decideFailure(error: unknown, state: { rejectedOnce: boolean; ne
   // token-service itself says an administrator must act (bad secret, AADSTS catalogue, …).
   if (error instanceof CredentialUnavailableError && error.kind !== "transient" && error.kind !== "no-answer") {
     return { action: "needs-admin", message: error.message, code: error.code, fix: error.fix, rejectedOnce: false };
+  }
+  // A refusal no retry cures (Graph's ErrorAccessDenied, a mailbox Graph does not know).
+  const admin = error as { adminFix?: string; code?: string; message?: string };
+  if (typeof admin?.adminFix === "string") {
+    return { action: "needs-admin", message: admin.message ?? String(error), code: admin.code ?? null, fix: admin.adminFix, rejectedOnce: state.rejectedOnce };
   }
   const failure = classifyImapError(error);
   if (failure.kind === "auth") {

@@ -7,6 +7,7 @@ import type { Logger } from "@postroom/telemetry";
 import { DEFAULT_LEASE_TIMING, LeaseManager, type LeaseTarget, type LeaseTiming } from "./lease.js";
 import { MailboxWorker, type MailboxWorkerOptions, type Worker } from "./mailbox-worker.js";
 import { Pop3Worker } from "./pop3-worker.js";
+import { GraphWorker } from "./graph-worker.js";
 
 export interface PollerOptions {
   nc: NatsConnection;
@@ -30,7 +31,7 @@ export function replicaId(): string {
 
 /**
  * One replica of imap-poller. It takes leases on its share of the configured mailboxes (all, or
- * only its tenants') and runs one worker per leased mailbox — IMAP or POP3 — so each mailbox is
+ * only its tenants') and runs one worker per leased mailbox — IMAP, POP3 or Graph — so each mailbox is
  * polled by exactly one replica, fails and recovers on its own, and moves to another replica
  * within 15 s when this one dies.
  */
@@ -81,7 +82,14 @@ export class Poller {
         owner: this.owner,
         ...(this.o.needsAdminRetryMs ? { needsAdminRetryMs: this.o.needsAdminRetryMs } : {}),
       };
-      return mailbox.inbound.protocol === "pop3" ? new Pop3Worker(options) : new MailboxWorker(options);
+      switch (mailbox.inbound.protocol) {
+        case "pop3":
+          return new Pop3Worker(options);
+        case "graph":
+          return new GraphWorker(options);
+        default:
+          return new MailboxWorker(options);
+      }
     };
     this.#leases = new LeaseManager({
       kv: leasesKv,
