@@ -12,6 +12,15 @@ const run = promisify(execFile);
 /** Exchange Online's resource; the audience of every token the fake platform issues by default. */
 export const EXCHANGE_AUDIENCE = "https://outlook.office365.com";
 
+/**
+ * Microsoft Graph's resource: the audience of tokens asked for with `https://graph.microsoft.com/.default`
+ * (app-only) or with Graph's delegated scopes (`https://graph.microsoft.com/Mail.ReadWrite`).
+ */
+export const GRAPH_AUDIENCE = "https://graph.microsoft.com";
+
+/** The Graph permissions the fake Graph checks: reading and changing mail, and sending it. */
+export type GraphPermission = "Mail.ReadWrite" | "Mail.Send";
+
 /** The application permission each protocol needs, as Exchange Online checks it. */
 export const ROLE_FOR_SERVICE: Record<string, string> = {
   imap: "IMAP.AccessAsApp",
@@ -31,8 +40,15 @@ export interface FakeApp {
   secrets?: Array<{ value: string; expired?: boolean }>;
   /** PEM certificates uploaded to the app (client-assertion credentials). */
   certificates?: string[];
-  /** Application permissions consented (the token's `roles`). */
+  /** Application permissions consented on Exchange Online (the `roles` of an Exchange token). */
   roles?: string[];
+  /**
+   * Application permissions consented on Microsoft Graph (the `roles` of a Graph token), e.g.
+   * `["Mail.ReadWrite", "Mail.Send"]`. Absent means the app has no Graph permissions at all: a
+   * client-credentials request for Graph is then refused as for an unknown resource (AADSTS500011),
+   * which is what the tests written before Graph existed expect.
+   */
+  graphRoles?: string[];
   /** Disabled apps are refused with AADSTS7000112. */
   disabled?: boolean;
   /** A public client ("Allow public client flows"): may use the device-code flow without a secret. */
@@ -128,6 +144,14 @@ export interface FakeIdentityInfo {
   port: number;
   /** The CA certificate (PEM file) clients must trust: NODE_EXTRA_CA_CERTS or Dovecot's CA file. */
   caCertPath: string;
+  /**
+   * The server certificate (PEM) the platform serves. It is the CA certificate itself (one
+   * self-signed certificate for 127.0.0.1 and localhost), so another loopback fixture serving it
+   * with {@link serverKeyPath} (the fake Graph does) is trusted through the same one CA file.
+   */
+  serverCertPath: string;
+  /** The private key (PEM) of {@link serverCertPath}. Removed with the platform on `stop()`. */
+  serverKeyPath: string;
   /** Introspection endpoint for Dovecot's oauth2 passdb (POST token=...). */
   introspectionUrl: string;
   /** Google's token endpoint stand-in (config `tokenUrl`). */
@@ -195,6 +219,25 @@ function decodeJwt(token: string): { header: Record<string, unknown>; payload: R
   } catch {
     return undefined;
   }
+}
+
+/** The resources (`https://host`) of a client-credentials request's `/.default` scopes, in order. */
+function clientCredentialResources(form: URLSearchParams): string[] {
+  return (form.get("scope") ?? "")
+    .split(" ")
+    .filter((s) => s.endsWith("/.default"))
+    .map((s) => s.slice(0, -"/.default".length));
+}
+
+/**
+ * The resource of delegated scopes: Outlook's when any Outlook scope is asked for (today's
+ * behaviour, also when Graph scopes come with it), Graph's when only Graph scopes are, otherwise
+ * none.
+ */
+function delegatedResource(scopes: string[]): string | undefined {
+  if (scopes.some((x) => x.startsWith(`${OUTLOOK_AUDIENCE}/`))) return OUTLOOK_AUDIENCE;
+  if (scopes.some((x) => x.startsWith(`${GRAPH_AUDIENCE}/`))) return GRAPH_AUDIENCE;
+  return undefined;
 }
 
 async function body(req: IncomingMessage): Promise<string> {
@@ -358,6 +401,8 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
         host: "127.0.0.1",
         port,
         caCertPath,
+        serverCertPath: caCertPath,
+        serverKeyPath: keyPath,
         introspectionUrl: `${base}/introspect`,
         googleTokenUrl: `${base}/google/token`,
         googleAuthorizeUrl: `${base}/google/authorize`,
@@ -410,6 +455,32 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     const roles = Array.isArray(c.roles) ? c.roles : [];
     if (role !== undefined && !roles.includes(role)) return { ok: false, reason: `missing role ${role}`, claims: c };
     if (user !== undefined && !this.grants.get(user.toLowerCase())?.has(String(c.appid))) return { ok: false, reason: "no mailbox permission for this app", claims: c };
+    return { ok: true, reason: null, claims: c };
+  }
+
+  /**
+   * Validates a token as Microsoft Graph would for `permission` on mailbox `user`: signature, expiry,
+   * audience `https://graph.microsoft.com`, then the permission itself: an app-only token needs it
+   * in `roles`, a delegated one (`idtyp: "user"`) in `scp` and must be `user`'s own (`upn`,
+   * compared case-insensitively). Whether an app may open this particular mailbox (RBAC for
+   * Applications, an application access policy) is not decided here: the fake Graph keeps those
+   * grants, as Exchange does and Entra ID does not.
+   */
+  validateGraph(token: string, user: string, permission: GraphPermission): TokenValidation {
+    const jwt = decodeJwt(token);
+    if (jwt === undefined) return { ok: false, reason: "not a JWT", claims: null };
+    if (!verify("sha256", Buffer.from(jwt.signed), this.signingKey.publicKey, jwt.signature)) return { ok: false, reason: "bad signature", claims: null };
+    const c = jwt.payload;
+    if (typeof c.exp !== "number" || c.exp * 1000 <= Date.now()) return { ok: false, reason: "expired", claims: c };
+    if (c.aud !== GRAPH_AUDIENCE) return { ok: false, reason: `wrong audience ${String(c.aud)}`, claims: c };
+    if (c.idtyp === "user") {
+      const scopes = typeof c.scp === "string" ? c.scp.split(" ") : [];
+      if (!scopes.includes(permission)) return { ok: false, reason: `missing scope ${permission}`, claims: c };
+      if (String(c.upn).toLowerCase() !== user.toLowerCase()) return { ok: false, reason: "token is for another user", claims: c };
+      return { ok: true, reason: null, claims: c };
+    }
+    const roles = Array.isArray(c.roles) ? c.roles : [];
+    if (!roles.includes(permission)) return { ok: false, reason: `missing role ${permission}`, claims: c };
     return { ok: true, reason: null, claims: c };
   }
 
@@ -507,8 +578,10 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     record(200, null);
     const now = Math.floor(Date.now() / 1000);
     const lifetime = this.tokenLifetimeSeconds;
+    // checkMicrosoft let through one resource only, so the first scope names it.
+    const graph = clientCredentialResources(form)[0] === GRAPH_AUDIENCE && (this.options.audience ?? EXCHANGE_AUDIENCE) !== GRAPH_AUDIENCE;
     const claims = {
-      aud: this.options.audience ?? EXCHANGE_AUDIENCE,
+      aud: graph ? GRAPH_AUDIENCE : (this.options.audience ?? EXCHANGE_AUDIENCE),
       iss: `https://sts.windows.net/${tenantId}/`,
       iat: now,
       nbf: now,
@@ -518,7 +591,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       idtyp: "app",
       oid: app.objectId ?? app.clientId,
       sub: app.objectId ?? app.clientId,
-      roles: app.roles ?? [],
+      roles: (graph ? app.graphRoles : app.roles) ?? [],
       tid: tenantId,
       ver: "1.0",
       // Makes every token unique even within one second.
@@ -598,6 +671,11 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       username = rt.username;
       scopes = rt.scopes;
       tenant = rt.tenant;
+      // A Microsoft refresh token is good for any resource the user consented to: asking with
+      // Graph scopes after an Outlook sign-in (or the other way round) gets a token for that
+      // resource. The same resource keeps today's rule (the scopes of the sign-in).
+      const asked = (form.get("scope") ?? "").split(" ").filter(Boolean);
+      if (asked.length > 0 && delegatedResource(asked) !== undefined && delegatedResource(asked) !== delegatedResource(scopes)) scopes = asked;
     } else if (form.get("grant_type") === "authorization_code") {
       const code = this.redeemAuthCode(form, clientId);
       if (code === "verifier") return refuse({ status: 400, error: "invalid_grant", code: 501481, text: "The Code_Verifier does not match the code_challenge supplied in the authorization request." });
@@ -623,9 +701,11 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     const oid = createHash("sha256").update(username.toLowerCase()).digest("hex").slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, "$1-$2-$3-$4-$5");
     const now = Math.floor(Date.now() / 1000);
     const lifetime = this.tokenLifetimeSeconds;
-    const outlook = scopes.filter((x) => x.startsWith(`${OUTLOOK_AUDIENCE}/`)).map((x) => x.slice(OUTLOOK_AUDIENCE.length + 1));
+    // Outlook scopes give today's Exchange token; Graph scopes alone give a Graph token.
+    const audience = delegatedResource(scopes) === GRAPH_AUDIENCE ? GRAPH_AUDIENCE : OUTLOOK_AUDIENCE;
+    const granted = scopes.filter((x) => x.startsWith(`${audience}/`)).map((x) => x.slice(audience.length + 1));
     const accessToken = this.signToken({
-      aud: OUTLOOK_AUDIENCE,
+      aud: audience,
       iss: `https://sts.windows.net/${tid}/`,
       iat: now,
       nbf: now,
@@ -636,7 +716,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
       sub: oid,
       upn: username,
       unique_name: username,
-      scp: outlook.join(" "),
+      scp: granted.join(" "),
       tid,
       ver: "1.0",
       uti: randomUUID(),
@@ -648,7 +728,7 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     this.issuedTokens.push(accessToken);
     json(200, {
       token_type: "Bearer",
-      scope: [...outlook.map((x) => `${OUTLOOK_AUDIENCE}/${x}`), "openid", "profile", "offline_access"].join(" "),
+      scope: [...granted.map((x) => `${audience}/${x}`), "openid", "profile", "offline_access"].join(" "),
       expires_in: lifetime,
       ext_expires_in: lifetime,
       access_token: accessToken,
@@ -679,16 +759,21 @@ export class FakeIdentityPlatform implements TestServer<FakeIdentityInfo> {
     }
     if (app.disabled === true) return { status: 400, error: "unauthorized_client", code: 7000112, text: `Application '${clientId}' is disabled.` };
     const scopes = (form.get("scope") ?? "").split(" ").filter((s) => s !== "" && !OIDC_SCOPES.has(s));
-    const audience = this.options.audience ?? EXCHANGE_AUDIENCE;
+    // Exchange's resource (or the configured audience), and Graph for apps given Graph permissions.
+    const resources = new Set([this.options.audience ?? EXCHANGE_AUDIENCE, ...(app.graphRoles === undefined ? [] : [GRAPH_AUDIENCE])]);
     for (const scope of scopes) {
       if (!scope.endsWith("/.default")) {
         return { status: 400, error: "invalid_scope", code: 1002012, text: `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).` };
       }
-      if (scope.slice(0, -"/.default".length) !== audience) {
+      if (!resources.has(scope.slice(0, -"/.default".length))) {
         return { status: 400, error: "invalid_resource", code: 500011, text: `The resource principal named ${scope.slice(0, -"/.default".length)} was not found in the tenant named ${tenantId}.` };
       }
     }
     if (scopes.length === 0) return { status: 400, error: "invalid_scope", code: 1002012, text: "The provided value for scope is not valid." };
+    // A token has one audience: Azure refuses a request naming two resources.
+    if (new Set(clientCredentialResources(form)).size > 1) {
+      return { status: 400, error: "invalid_scope", code: 70011, text: "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: scopes of more than one resource were requested." };
+    }
     const secret = form.get("client_secret");
     const assertion = form.get("client_assertion");
     if (secret !== null) {

@@ -35,6 +35,7 @@ export {
   SCOPE_FOR_SERVICE,
   OUTLOOK_AUDIENCE,
   CONSUMER_TENANT_ID,
+  GRAPH_AUDIENCE,
 } from "./fake-identity.js";
 export type {
   FakeApp,
@@ -46,7 +47,10 @@ export type {
   TokenValidation,
   RsaCertificate,
   FakeDeviceCode,
+  GraphPermission,
 } from "./fake-identity.js";
+export { startFakeGraph, FakeGraph } from "./fake-graph.js";
+export type { FakeGraphOptions, FakeGraphMailbox, FakeGraphInfo, FakeGraphRequest, FakeGraphSentMail } from "./fake-graph.js";
 export { dovecotOAuth2 } from "./dovecot-oauth2.js";
 export type { DovecotOAuth2Options, DovecotOAuth2Profile } from "./dovecot-oauth2.js";
 export { buildMailCorpus } from "./mail-corpus.js";
