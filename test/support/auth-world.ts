@@ -14,12 +14,14 @@ import {
   natsUrl,
   startDovecot,
   startFakeIdentityPlatform,
+  startFakeGraph,
   startPostfix,
   tempDir,
   testNamespace,
   waitFor,
   type DovecotOAuth2Profile,
   type DovecotServer,
+  type FakeGraph,
   type FakeIdentityPlatform,
   type PostfixServer,
   type TempDir,
@@ -62,6 +64,11 @@ export interface AuthWorldOptions {
    * a loopback redirect), the refresh token kept in the sealed tokenStore. Nobody has signed in yet.
    */
   google?: boolean;
+  /**
+   * The mailbox is read and sent through Microsoft Graph (the test kit's fake Graph over the same
+   * Dovecot mailbox), app-only with Mail.ReadWrite and Mail.Send granted on it; no SMTP.
+   */
+  graph?: boolean;
   /** Google hands out a new refresh token with each refresh. */
   googleRotates?: boolean;
   /** Changes to the configuration before the world's security is applied (the bus's permissions list its mailboxes). */
@@ -78,6 +85,8 @@ export interface AuthWorldOptions {
  */
 export class AuthWorld {
   idp!: FakeIdentityPlatform;
+  /** With `graph`: the fake Graph server in front of the Dovecot mailbox. */
+  graph!: FakeGraph;
   oauth!: DovecotOAuth2Profile;
   dovecot!: DovecotServer;
   postfix!: PostfixServer;
@@ -96,7 +105,14 @@ export class AuthWorld {
     w.dir = tempDir(prefix);
     w.idp = await startFakeIdentityPlatform({
       apps: [
-        { tenantId: TENANT_ID, clientId: APP_ID, objectId: APP_OBJECT_ID, secrets: [{ value: CLIENT_SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] },
+        {
+          tenantId: TENANT_ID,
+          clientId: APP_ID,
+          objectId: APP_OBJECT_ID,
+          secrets: [{ value: CLIENT_SECRET }],
+          roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"],
+          ...(options.graph ? { graphRoles: ["Mail.ReadWrite", "Mail.Send"] } : {}),
+        },
         { tenantId: TENANT_ID, clientId: PUBLIC_CLIENT_ID, publicClient: true },
       ],
       grants: { [MAILBOX]: [APP_ID] },
@@ -123,6 +139,13 @@ export class AuthWorld {
       extraConfig: `${w.oauth.extraConfig}\n${dovecotAuthListener(saslPort)}`,
     });
     w.postfix = await startPostfix({ lmtpPort: w.dovecot.info.lmtpPort!, saslPort });
+    if (options.graph) {
+      w.graph = await startFakeGraph({
+        identity: w.idp,
+        dovecot: { host: w.dovecot.info.host, imapPort: w.dovecot.info.imapPort },
+        mailboxes: [{ user: MAILBOX, imapPassword: FIXTURE_PASSWORD, apps: [APP_ID] }],
+      });
+    }
     w.db = await worldDatabase(prefix);
     w.namespace = testNamespace(prefix);
     w.names = names(w.namespace);
@@ -140,18 +163,22 @@ export class AuthWorld {
             {
               id: "support",
               address: MAILBOX,
-              inbound: { protocol: "imap", host: "127.0.0.1", port: w.dovecot.info.imapPort, tls: "none", checkIntervalSeconds: 30 },
+              inbound: options.graph
+                ? { protocol: "graph", checkIntervalSeconds: 2 }
+                : { protocol: "imap", host: "127.0.0.1", port: w.dovecot.info.imapPort, tls: "none", checkIntervalSeconds: 30 },
               auth: options.delegated
                 ? { type: "microsoft-delegated", clientId: PUBLIC_CLIENT_ID, tenant: "consumers", authorityHost: w.idp.info.authorityHost }
                 : options.google
                   ? { type: "google-delegated", clientId: GOOGLE_CLIENT_ID, clientSecret: "env:GOOGLE_CLIENT_SECRET", authorizeUrl: w.idp.info.googleAuthorizeUrl, tokenUrl: w.idp.info.googleTokenUrl }
                   : { type: "microsoft365", tenantId: TENANT_ID, clientId: APP_ID, clientSecret: "env:M365_CLIENT_SECRET", authorityHost: w.idp.info.authorityHost },
-              smtp: { host: "127.0.0.1", port: w.postfix.info.submissionPort, tls: "starttls", verifyCertificate: false },
+              ...(options.graph
+                ? { outbound: "graph", graph: { url: w.graph.url } }
+                : { smtp: { host: "127.0.0.1", port: w.postfix.info.submissionPort, tls: "starttls", verifyCertificate: false } }),
             },
           ],
         },
       ],
-      ...(options.delegated || options.google ? { tokenStore: { key: "env:POSTROOM_TOKEN_KEY" } } : {}),
+      ...(options.delegated || options.google || options.graph ? { tokenStore: { key: "env:POSTROOM_TOKEN_KEY" } } : {}),
     } as PostroomConfigInput;
     options.tweak?.(w.config, w);
     w.security = await secureWorld(w.config, w.dir.path, prefix, options.security);
@@ -163,7 +190,7 @@ export class AuthWorld {
         ...w.security.env,
         M365_CLIENT_SECRET: CLIENT_SECRET,
         NODE_EXTRA_CA_CERTS: w.idp.info.caCertPath,
-        ...(options.delegated || options.google ? { POSTROOM_TOKEN_KEY: TOKEN_STORE_KEY } : {}),
+        ...(options.delegated || options.google || options.graph ? { POSTROOM_TOKEN_KEY: TOKEN_STORE_KEY } : {}),
         ...(options.google ? { GOOGLE_CLIENT_SECRET } : {}),
       },
     });
@@ -299,6 +326,7 @@ export class AuthWorld {
     await this.db?.drop();
     await this.security?.dropRoles();
     await this.postfix?.stop();
+    await this.graph?.stop();
     await this.dovecot?.stop();
     await this.oauth?.dir.remove();
     await this.idp?.stop();
