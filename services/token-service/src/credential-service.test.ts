@@ -57,7 +57,7 @@ before(async () => {
   google = { privateKey: kp.privateKey, publicKey: kp.publicKey };
   idp = await startFakeIdentityPlatform({
     apps: [
-      { tenantId: TENANT, clientId: APP, objectId: "0d1e2f30-4a5b-4c6d-8e7f-9a0b1c2d3e4f", secrets: [{ value: SECRET }], roles: ["IMAP.AccessAsApp"] },
+      { tenantId: TENANT, clientId: APP, objectId: "0d1e2f30-4a5b-4c6d-8e7f-9a0b1c2d3e4f", secrets: [{ value: SECRET }], roles: ["IMAP.AccessAsApp"], graphRoles: ["Mail.ReadWrite", "Mail.Send"] },
       { tenantId: TENANT, clientId: CERT_APP, certificates: [cert.certificatePem], roles: ["IMAP.AccessAsApp"] },
       { tenantId: TENANT, clientId: EXPIRED_APP, secrets: [{ value: EXPIRED_SECRET, expired: true }] },
     ],
@@ -169,6 +169,17 @@ test("another mailbox of the same app shares the cached app-only token", async (
   assert.equal(sales.accessToken, support.accessToken);
   assert.equal(sales.username, "sales@acme.test");
   assert.equal(idp.requestsFor(APP).length, before);
+});
+
+test("a Graph request gets a token for Graph's resource with the app's Graph roles, cached apart from the Exchange token", async () => {
+  const exchange = await xoauth2("support");
+  const before = idp.requestsFor(APP).length;
+  const graph = await xoauth2("support", "graph");
+  const c = claims(graph.accessToken);
+  assert.deepEqual([c.aud, c.roles], ["https://graph.microsoft.com", ["Mail.ReadWrite", "Mail.Send"]]);
+  assert.notEqual(graph.accessToken, exchange.accessToken);
+  assert.equal((await xoauth2("sales", "graph")).accessToken, graph.accessToken, "shared by the app's mailboxes like the Exchange token");
+  assert.equal(idp.requestsFor(APP).length - before, 1);
 });
 
 test("a request marked rejected forces one fresh token, shared by concurrent rejected callers", async () => {
