@@ -429,7 +429,7 @@ export class FakeGraph implements TestServer<FakeGraphInfo> {
     let permission: GraphPermission | "either";
     if (is("POST", /^sendMail$/)) permission = "Mail.Send";
     else if (is("GET", /^$/)) permission = "either"; // a connection test of a send-only app reads the user too
-    else if (is("GET", /^mailFolders\/[^/]+(\/messages\/delta)?$/) || is("GET", /^messages\/[^/]+(\/\$value)?$/) || is("PATCH", /^messages\/[^/]+$/) || is("DELETE", /^messages\/[^/]+$/) || is("POST", /^messages\/[^/]+\/move$/)) {
+    else if (is("GET", /^mailFolders\/[^/]+(\/messages(\/delta)?)?$/) || is("GET", /^messages\/[^/]+(\/\$value)?$/) || is("PATCH", /^messages\/[^/]+$/) || is("DELETE", /^messages\/[^/]+$/) || is("POST", /^messages\/[^/]+\/move$/)) {
       permission = "Mail.ReadWrite";
     } else {
       throw new GraphError(400, "BadRequest", `Resource not found for the segment '${rest.at(-1) ?? parts[2]}'.`);
@@ -441,7 +441,8 @@ export class FakeGraph implements TestServer<FakeGraphInfo> {
     if (rest[0] === "mailFolders") {
       const folder = resolveFolder(rest[1]!);
       if (folder === undefined) throw new GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.");
-      if (rest[2] === "messages") return this.delta(mailbox, folder, parts, url, String(req.headers.prefer ?? ""));
+      if (rest[2] === "messages" && rest[3] === "delta") return this.delta(mailbox, folder, parts, url, String(req.headers.prefer ?? ""));
+      if (rest[2] === "messages") return this.list(mailbox, folder, url);
       return this.folder(mailbox, folder);
     }
     const id = rest[1]!;
@@ -581,6 +582,30 @@ export class FakeGraph implements TestServer<FakeGraphInfo> {
   private message(mailbox: MailboxState, id: string): Promise<Record<string, unknown>> {
     const loc = this.locate(mailbox, id);
     return this.imap(mailbox, (client) => this.fetchJson(client, mailbox, loc));
+  }
+
+  /**
+   * A folder's messages, for the one filter Postroom uses: `internetMessageId eq '<id>'` (finding
+   * a sent message in Sent Items). Any other `$filter` is refused as Graph refuses an unsupported one.
+   */
+  private async list(mailbox: MailboxState, folder: string, url: URL): Promise<{ status: number; body: unknown }> {
+    const filter = url.searchParams.get("$filter") ?? "";
+    const wanted = /^internetMessageId eq '((?:[^']|'')*)'$/.exec(filter.trim())?.[1]?.replaceAll("''", "'");
+    if (filter !== "" && wanted === undefined) throw new GraphError(400, "ErrorInvalidProperty", "The filter is not supported by this test server.");
+    const value = await this.imap(mailbox, (client) =>
+      this.inFolder(client, folder, async (box) => {
+        if (box.exists === 0) return [];
+        const uids = wanted === undefined ? undefined : await client.search({ header: { "message-id": wanted } }, { uid: true });
+        if (uids !== undefined && (uids === false || uids.length === 0)) return [];
+        const out: Record<string, unknown>[] = [];
+        for await (const m of client.fetch(uids === undefined ? "1:*" : uids.join(","), FakeGraph.FIELDS, { uid: true })) {
+          const json = this.toJson(mailbox, folder, box.uidValidity, m);
+          if (wanted === undefined || json.internetMessageId === wanted) out.push(json);
+        }
+        return out;
+      }),
+    );
+    return { status: 200, body: { "@odata.context": `${this.url}/v1.0/$metadata#users('${mailbox.config.user}')/mailFolders('${folderId(folder)}')/messages`, value } };
   }
 
   /** `$value`: the stored MIME bytes, untouched (BODY.PEEK[], so reading does not set \Seen). */

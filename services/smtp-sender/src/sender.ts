@@ -41,6 +41,7 @@ import {
   type OriginalMessage,
 } from "./compose.js";
 import { SendRateLimiter } from "./rate-limit.js";
+import { GraphSender, GraphSendError, graphTarget } from "./graph-send.js";
 import { appendToSentFolder } from "./sent-folder.js";
 import { SmtpPools, type PoolSendResult } from "./smtp-pool.js";
 
@@ -171,6 +172,8 @@ export class SmtpSender {
   readonly #lastStatus = new Map<string, string>();
   readonly #credentials: CredentialClient;
   readonly #pools: SmtpPools;
+  /** `outbound: graph` mailboxes send here instead of the SMTP pools. */
+  readonly #graph: GraphSender;
   readonly #js;
   readonly #limiter: SendRateLimiter;
   readonly #now: () => number;
@@ -185,6 +188,7 @@ export class SmtpSender {
       connectionsPerMailbox: o.connectionsPerMailbox ?? 4,
       now: this.#now,
     });
+    this.#graph = new GraphSender({ credential: (tenant, mailbox, rejected) => this.#credentials.get(tenant, mailbox, "graph", rejected), now: this.#now });
     this.#limiter = new SendRateLimiter((key) => {
       const [tenant, mailbox] = key.split("/");
       const smtp = findMailbox(o.config, tenant!, mailbox!)?.mailbox.smtp;
@@ -220,6 +224,7 @@ export class SmtpSender {
     await this.#consumer?.stop();
     // Then the connections: the sends in hand are done, so each is logged out cleanly.
     this.#pools.close();
+    this.#graph.close();
   }
 
   /** Runs `work`, telling JetStream every third of the ack wait that the command is still in hand. */
@@ -285,7 +290,8 @@ export class SmtpSender {
       // A credential that never came (token-service down) is no SMTP attempt: it must not
       // lengthen the backoff or show as one in the row.
       const attempted = !(error instanceof CredentialUnavailableError);
-      const verdict = error instanceof CredentialUnavailableError ? credentialVerdict(error) : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
+      const verdict =
+        error instanceof CredentialUnavailableError ? credentialVerdict(error) : error instanceof GraphSendError ? error.verdict : classifySmtpError(error as Parameters<typeof classifySmtpError>[0]);
       if (verdict.kind === "retry" && (error as { code?: string }).code !== undefined && (error as { responseCode?: number }).responseCode === undefined) {
         // The connection never got as far as a server decision: this attempt does not count against the rate.
         this.#limiter.release(key, takenAt);
@@ -308,7 +314,9 @@ export class SmtpSender {
         await this.#publishFailed(c, false, `${verdict.reason} — held until an administrator acts: ${verdict.fix}`, verdict.reason, code, `${c.commandId}#needs-admin`);
       }
       if (plan.action === "give-up") return this.#fail(c, true, plan.reason, verdict.reason, code);
-      return { action: "retry", delayMs: plan.delayMs, reason: verdict.reason };
+      // Graph's Retry-After is a floor: coming back sooner only earns another 429.
+      const delayMs = Math.max(plan.delayMs, error instanceof GraphSendError ? (error.retryAfterMs ?? 0) : 0);
+      return { action: "retry", delayMs, reason: verdict.reason };
     }
     // Some recipients refused, others accepted: the message is sent (it cannot be taken back);
     // the refusals are kept with the row, so every mail.sent for this command (also one
@@ -508,7 +516,7 @@ export class SmtpSender {
     const { options, envelope, inReplyTo, references } = await this.#prepare(c, mailbox, rfcMessageId);
     const limit = mailbox.smtp!.maxMessageBytes;
     const stop = Math.min(limit, INLINE_RAW_MAX_BYTES);
-    const source = new MailComposer(options).compile().createReadStream();
+    const source = compileMessage(options, mailbox).createReadStream();
     const chunks: Buffer[] = [];
     let size = 0;
     try {
@@ -547,7 +555,7 @@ export class SmtpSender {
         else done(null, chunk);
       },
     });
-    const source = new MailComposer(options).compile().createReadStream();
+    const source = compileMessage(options, mailbox).createReadStream();
     // pipe() does not pass a source error on; without this a missing attachment file would leave
     // the object store waiting for the end of a stream that never ends.
     source.once("error", (error: NodeJS.ErrnoException) => {
@@ -584,6 +592,8 @@ export class SmtpSender {
       if (!object) throw new Error(`the composed message ${row.raw_object} is gone from the object store`);
       return Readable.fromWeb(object.data as never);
     };
+    // Graph takes the same composed bytes; its login retry (a 401) happens inside GraphSender.
+    if (mailbox.outbound === "graph") return this.#graph.send(graphTarget(c.tenant, c.mailbox, mailbox), await body());
     try {
       return await this.#pools.send(c.tenant, c.mailbox, mailbox.smtp!, row.envelope!, await body());
     } catch (error) {
@@ -620,6 +630,8 @@ export class SmtpSender {
    * repeat the send. At most once (the folder is searched for the Message-ID first).
    */
   async #copyToSent(c: SendRequested, mailbox: Mailbox, rfcMessageId: string, row: SendRow): Promise<void> {
+    // Graph filed its own copy in Sent Items already: never a second one over IMAP.
+    if (mailbox.outbound === "graph") return this.#removeGraphCopy(c, mailbox, rfcMessageId);
     const folder = this.o.sentFolder?.(c.tenant, c.mailbox);
     if (!folder || mailbox.inbound.protocol !== "imap") return;
     try {
@@ -629,6 +641,21 @@ export class SmtpSender {
     } catch (error) {
       this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, folder, ...errorFields(error) }, "could not copy to the Sent folder");
       await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `sent; no copy in ${folder}: ${(error as Error).message}`]);
+    }
+  }
+
+  /**
+   * `graph.saveToSentItems: false`: takes out the copy Graph's MIME sendMail always files. Best
+   * effort, as the IMAP copy is: a failure is noted on the row and never repeats the send.
+   */
+  async #removeGraphCopy(c: SendRequested, mailbox: Mailbox, rfcMessageId: string): Promise<void> {
+    if (mailbox.graph.saveToSentItems) return;
+    try {
+      const removed = await this.#graph.removeSavedCopy(graphTarget(c.tenant, c.mailbox, mailbox), rfcMessageId);
+      this.o.logger.info({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, removed }, "removed Graph's copy in Sent Items");
+    } catch (error) {
+      this.o.logger.warn({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, ...errorFields(error) }, "could not remove Graph's copy in Sent Items");
+      await this.o.pool.query("UPDATE sends SET last_error = $2 WHERE command_id = $1", [c.commandId, `sent; the copy in Sent Items was not removed: ${(error as Error).message}`]);
     }
   }
 
@@ -718,6 +745,22 @@ export class SmtpSender {
 /** The refusal of a reply or forward whose original belongs to another tenant or mailbox. */
 function foreignOriginal(c: SendRequested, messageKey: string): RefusedCommandError {
   return new RefusedCommandError(`the original ${messageKey} is not an email of mailbox ${c.tenant}/${c.mailbox}: a command may only answer or forward its own mailbox's email`);
+}
+
+/**
+ * The MIME message of a command. Graph's MIME sendMail takes its recipients from the headers, so
+ * for `outbound: graph` the Bcc header stays in (Exchange removes it from the delivered copies;
+ * the archive keeps it, as Sent Items does). SMTP carries Bcc in the envelope only. Exported for tests.
+ */
+export function compileMessage(options: Mail.Options, mailbox: Pick<Mailbox, "outbound">): ReturnType<MailComposer["compile"]> {
+  if (mailbox.outbound !== "graph") return new MailComposer(options).compile();
+  // CRLF throughout as well: nodemailer keeps a text body's bare LFs, which an SMTP client turns
+  // into CRLF on the wire, but Graph takes the base64 bytes as they are and Exchange stores them
+  // normalised — so without this the Sent Items copy would differ from the archived one.
+  // `newline` is read by MailComposer but missing from its type.
+  const node = new MailComposer({ ...options, newline: "windows" } as Mail.Options).compile();
+  node.keepBcc = true;
+  return node;
 }
 
 /** Where a sent message's bytes are in the raw-mail object store (the archive's copy). */

@@ -21,6 +21,7 @@ import {
 import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import { checkClock, checkEndpoint, type Endpoint } from "./test-auth-env.js";
+import { graphClaimsStep, graphMailboxSteps, type GraphCheckTarget } from "./test-auth-graph.js";
 import type { Explanation, StepResult } from "./test-auth-report.js";
 
 /** How a mailbox logs in, with secrets resolved. */
@@ -47,6 +48,11 @@ export interface AuthTarget {
   imap?: ServerTarget & { folder: string };
   pop3?: ServerTarget;
   smtp?: ServerTarget;
+  /**
+   * Microsoft Graph (inbound.protocol: graph or outbound: graph): the token is Graph's, its
+   * permissions are checked, and the mailbox is opened through Graph instead of IMAP/POP/SMTP.
+   */
+  graph?: GraphCheckTarget;
   /** Send one real test message to this address (only when asked). */
   sendTo?: string;
   /** Config-sanity findings made while building the target (from the config file or the flags). */
@@ -115,7 +121,18 @@ export class AuthChecks {
     if (this.t.imap) await this.#imap(this.t.imap);
     if (this.t.pop3) await this.#pop3(this.t.pop3);
     if (this.t.smtp) await this.#smtp(this.t.smtp);
+    if (this.t.graph) await this.#graph(this.t.graph);
     return this.steps;
+  }
+
+  /** Opens the mailbox through Microsoft Graph (and sends with --send-to) with the token. */
+  async #graph(g: GraphCheckTarget): Promise<void> {
+    const why = this.#unreachable.has("Graph") ? "not tried: Microsoft Graph is unreachable" : !this.#token ? "not tried: no token" : undefined;
+    if (why !== undefined) {
+      this.steps.push({ step: "graph", verdict: "skip", summary: why });
+      return;
+    }
+    this.steps.push(...(await graphMailboxSteps(g, this.#token!.token, this.t.auth.type === "microsoft365", this.#fix, this.t.sendTo)));
   }
 
   #oauthAuth(): TargetAuth | undefined {
@@ -137,6 +154,10 @@ export class AuthChecks {
     server("IMAP", this.t.imap);
     server("POP3", this.t.pop3);
     server("SMTP", this.t.smtp);
+    if (this.t.graph) {
+      const u = new URL(this.t.graph.endpoint);
+      endpoints.push({ role: "Graph", host: u.hostname, port: Number(u.port || 443), implicitTls: u.protocol === "https:" });
+    }
     for (const e of endpoints) {
       const results = await checkEndpoint(e);
       this.steps.push(...results);
@@ -159,6 +180,10 @@ export class AuthChecks {
       this.steps.push({ step: "token", verdict: "pass", summary: `access token acquired (${what}), expires ${this.#token.expiresAt.toISOString()}` });
     } catch (error) {
       const f = classifyTokenFailure(error);
+      if (this.t.graph && ["AADSTS500011", "AADSTS1002012", "AADSTS70011"].includes(f.code ?? "")) {
+        // The catalogue's fix names Exchange's scope; for Graph the usual cause is an app with no Graph permission at all.
+        f.fix = `the app has no Microsoft Graph permission in this tenant, or the scope is wrong: Entra admin center (entra.microsoft.com) → App registrations → your app → API permissions → Add a permission → Microsoft Graph → Application permissions → Mail.ReadWrite / Mail.Send, then "Grant admin consent"; the scope must be ${this.t.graph.resource}/.default`;
+      }
       this.steps.push({
         step: "token",
         verdict: "fail",
@@ -181,6 +206,12 @@ export class AuthChecks {
     const roles = Array.isArray(claims.roles) ? (claims.roles as unknown[]).map(String) : [];
     const exp = typeof claims.exp === "number" ? new Date(claims.exp * 1000).toISOString() : "?";
     const details = [`aud:   ${String(claims.aud)}`, `tid:   ${String(claims.tid ?? "-")}`, `appid: ${String(claims.appid ?? claims.azp ?? "-")}`, `oid:   ${String(claims.oid ?? "-")}`, `roles: ${roles.join(", ") || "(none)"}`, `exp:   ${exp}`];
+    // Graph's permissions are checked even where a step of Graph's own would show them: the
+    // claims name the permission to consent, Graph's 403 does not.
+    if (this.t.graph && auth.type === "microsoft365") {
+      this.steps.push(graphClaimsStep(claims, this.t.graph, details));
+      return;
+    }
     if (auth.type !== "microsoft365") {
       this.steps.push({ step: "claims", verdict: "pass", summary: "token decoded (not verified)", details });
       return;

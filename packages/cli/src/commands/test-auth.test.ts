@@ -17,12 +17,14 @@ import {
   freePort,
   rsaCertificate,
   startDovecot,
+  startFakeGraph,
   startFakeIdentityPlatform,
   startPostfix,
   stopAll,
   tempDir,
   type DovecotOAuth2Profile,
   type DovecotServer,
+  type FakeGraph,
   type FakeIdentityPlatform,
   type PostfixServer,
   type TempDir,
@@ -42,12 +44,20 @@ const MAILBOX = "support@acme.test";
 const NO_GRANT = "nogrant@acme.test";
 const PASSWORD_USER = "plain@acme.test";
 const SERVICE_ACCOUNT = "postroom@acme-project.iam.gserviceaccount.com";
+/** Graph apps: all permissions and the mailbox grant; all permissions but no grant; no Mail.Send. */
+const GRAPH_APP = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d";
+const GRAPH_OBJECT_ID = "1b2c3d4e-5f6a-4b7c-9d8e-1f2a3b4c5d6e";
+const GRAPH_STRANGER = "8c9d0e1f-2a3b-4c4d-9e5f-6a7b8c9d0e1f";
+const STRANGER_OBJECT_ID = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f";
+const GRAPH_READER = "7d8e9f0a-1b2c-4d3e-8f4a-5b6c7d8e9f0a";
+const GRAPH_MAILBOX = "graph@acme.test";
 
 let dir: TempDir;
 let idp: FakeIdentityPlatform;
 let oauth: DovecotOAuth2Profile;
 let dovecot: DovecotServer;
 let postfix: PostfixServer;
+let graph: FakeGraph;
 let configPath: string;
 
 before(async () => {
@@ -63,6 +73,9 @@ before(async () => {
       { tenantId: TENANT, clientId: APP, objectId: OBJECT_ID, secrets: [{ value: SECRET }], roles: ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"] },
       { tenantId: TENANT, clientId: EXPIRED_APP, secrets: [{ value: "old-value", expired: true }] },
       { tenantId: TENANT, clientId: CERT_APP, certificates: [uploaded.certificatePem], roles: ["IMAP.AccessAsApp"] },
+      { tenantId: TENANT, clientId: GRAPH_APP, objectId: GRAPH_OBJECT_ID, secrets: [{ value: SECRET }], graphRoles: ["Mail.ReadWrite", "Mail.Send"] },
+      { tenantId: TENANT, clientId: GRAPH_STRANGER, objectId: STRANGER_OBJECT_ID, secrets: [{ value: SECRET }], graphRoles: ["Mail.ReadWrite", "Mail.Send"] },
+      { tenantId: TENANT, clientId: GRAPH_READER, secrets: [{ value: SECRET }], graphRoles: ["Mail.ReadWrite"] },
     ],
     serviceAccounts: [{ clientEmail: SERVICE_ACCOUNT, publicKeyPem: google.publicKey }],
   });
@@ -72,12 +85,16 @@ before(async () => {
     users: [
       { user: PASSWORD_USER, password: "the-right-password" },
       { user: MAILBOX, password: "fixture-only" },
+      { user: GRAPH_MAILBOX, password: "fixture-only" },
     ],
     lmtp: true,
     authMechanisms: oauth.authMechanisms,
     extraConfig: `${oauth.extraConfig}\n${dovecotAuthListener(saslPort)}`,
   });
   postfix = await startPostfix({ lmtpPort: dovecot.info.lmtpPort!, saslPort });
+  // The stranger holds the permissions tenant-wide but is outside the mailbox's RBAC scope.
+  graph = await startFakeGraph({ identity: idp, dovecot: dovecot.info, mailboxes: [{ user: GRAPH_MAILBOX, imapPassword: "fixture-only", apps: [GRAPH_APP, GRAPH_READER] }] });
+  const graphBox = (id: string, clientId: string) => ({ id, address: GRAPH_MAILBOX, inbound: { protocol: "graph" }, outbound: "graph", graph: { url: graph.url }, auth: ms(clientId, { clientSecret: "env:SECRET" }) });
   const closedPort = await freePort();
   const inbound = { protocol: "imap", host: "127.0.0.1", port: dovecot.info.imapPort, tls: "none" };
   const ms = (clientId: string, extra: Record<string, unknown>) => ({ type: "microsoft365", tenantId: TENANT, clientId, authorityHost: idp.info.authorityHost, ...extra });
@@ -94,6 +111,9 @@ before(async () => {
           { id: "down", address: PASSWORD_USER, inbound: { ...inbound, port: closedPort }, auth: { type: "password", password: "env:WRONG_PASSWORD" } },
           { id: "certbox", address: MAILBOX, inbound, auth: ms(CERT_APP, { certificate: { certificate: `file:${other.certPath}`, privateKey: `file:${other.keyPath}` } }) },
           { id: "gmail", address: MAILBOX, inbound, auth: { type: "google-service-account", keyFile: `file:${keyFile}`, tokenUrl: idp.info.googleTokenUrl } },
+          graphBox("graph", GRAPH_APP),
+          graphBox("graph-stranger", GRAPH_STRANGER),
+          graphBox("graph-reader", GRAPH_READER),
           { id: "pop", address: MAILBOX, inbound: { protocol: "pop3", host: "127.0.0.1", port: dovecot.info.pop3Port, tls: "none" }, auth: ms(APP, { clientSecret: "env:SECRET" }) },
         ],
       },
@@ -104,7 +124,7 @@ before(async () => {
 });
 
 after(async () => {
-  await stopAll([idp, dovecot, postfix]);
+  await stopAll([graph, idp, dovecot, postfix]);
   await oauth?.dir.remove();
   await dir?.remove();
 });
@@ -285,6 +305,45 @@ test("--env-only checks DNS, TCP, TLS and the clock for the identity platform an
 test("usage errors exit with code 2", async () => {
   assert.equal((await testAuth(["--tenant-id", TENANT])).code, 2);
   assert.equal((await testAuth(["--config", configPath, "--mailbox", "nope"])).code, 2);
+});
+
+test("a Graph mailbox with every grant passes: a Graph token with Mail.ReadWrite and Mail.Send, the inbox opened through Graph, one test message sent", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "graph", "--send-to", PASSWORD_USER], { SECRET });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(line(r.stdout, "token"), /^\[PASS\].*scope https:\/\/graph\.microsoft\.com\/\.default/);
+  assert.match(line(r.stdout, "claims"), /^\[PASS\].*Microsoft Graph/);
+  assert.match(r.stdout, /aud: {3}https:\/\/graph\.microsoft\.com/);
+  assert.match(r.stdout, /roles: Mail\.ReadWrite, Mail\.Send/);
+  assert.match(line(r.stdout, "graph"), /^\[PASS\] graph {3}opened Inbox of graph@acme\.test through Microsoft Graph/);
+  assert.match(line(r.stdout, "send"), /^\[PASS\].*accepted by Microsoft Graph/);
+  for (const step of ["imap", "pop3", "smtp"]) assert.equal(line(r.stdout, step), "", `no ${step} step for a Graph mailbox`);
+  assert.equal(graph.sent.filter((m) => m.user === GRAPH_MAILBOX).length, 1);
+  assert.ok(!r.stdout.includes(SECRET), "the secret is never printed");
+});
+
+test("an app outside the mailbox's RBAC scope fails with ErrorAccessDenied explained and the role assignment filled in with its ids", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "graph-stranger"], { SECRET });
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(line(r.stdout, "claims"), /^\[PASS\]/, "the permissions are consented: the mailbox grant is what is missing");
+  assert.match(line(r.stdout, "graph"), /^\[FAIL\]/);
+  assert.match(r.stdout, /code: {4}403 ErrorAccessDenied/);
+  assert.match(r.stdout, /outside the app's RBAC for Applications scope/);
+  assert.match(r.stdout, new RegExp(`New-ServicePrincipal -AppId ${GRAPH_STRANGER} -ObjectId ${STRANGER_OBJECT_ID}`), "the object id is the token's oid");
+  assert.match(r.stdout, new RegExp(`New-ManagementRoleAssignment -App ${GRAPH_STRANGER} -Role "Application Mail\\.ReadWrite" -CustomResourceScope`));
+  assert.match(r.stdout, new RegExp(`New-ManagementRoleAssignment -App ${GRAPH_STRANGER} -Role "Application Mail\\.Send"`));
+  assert.match(r.stdout, new RegExp(`Test-ApplicationAccessPolicy -Identity ${GRAPH_MAILBOX} -AppId ${GRAPH_STRANGER}`));
+});
+
+test("a Graph token without Mail.Send fails the claims step with the permission to add and consent", async () => {
+  const r = await testAuth(["--config", configPath, "--mailbox", "graph-reader", "--json"], { SECRET });
+  assert.equal(r.code, 1, r.stdout);
+  const report = JSON.parse(r.stdout) as { ok: boolean; steps: Array<{ step: string; verdict: string; summary: string; explanation?: { fix: string } }> };
+  const claims = report.steps.find((s) => s.step === "claims");
+  assert.equal(claims?.verdict, "fail");
+  assert.match(claims!.summary, /token roles lack Mail\.Send/);
+  assert.match(claims!.explanation!.fix, /API permissions → Add a permission → Microsoft Graph → Application permissions → Mail\.Send, then "Grant admin consent"/);
+  // Reading still works with Mail.ReadWrite, and says so.
+  assert.equal(report.steps.find((s) => s.step === "graph")?.verdict, "pass");
 });
 
 test("no secret, password or private key appears in any output of these runs", () => {

@@ -2,7 +2,7 @@ import { commandTarget } from "./run-state.js";
 import { envFileFor, readEnvFile } from "./secrets-preflight.js";
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { findMailbox, resolveSecret, validateConfig, type MailboxAuth } from "@postroom/config";
+import { findMailbox, graphEndpoint, GRAPH_ENDPOINTS, resolveSecret, validateConfig, type MailboxAuth } from "@postroom/config";
 import { MICROSOFT_CLOUDS, expiryWarnings, parseServiceAccountKey, type MicrosoftCloudName } from "@postroom/token-service";
 import { EXIT_USAGE } from "../dispatch.js";
 import { formatReport, allPassed, type StepResult, type TestAuthReport } from "./test-auth-report.js";
@@ -21,6 +21,9 @@ clock against the identity platform's Date header), then the configuration's san
 (Microsoft 365 or Google service account) and its decoded claims (aud, tid, appid, roles, expiry;
 not verified), IMAP login and SELECT, POP3 login and STAT (when configured), SMTP login, and —
 only with --send-to — one real test message. Exit code 0 only when every step passed.
+A mailbox that reads or sends through Microsoft Graph (inbound.protocol: graph, outbound: graph)
+is tested with a Graph token instead: its roles must include Mail.ReadWrite (reading) and Mail.Send
+(sending), then the folder is opened through Graph and --send-to sends through Graph.
 
 Run with no arguments (or --env-only) it checks only the environment, for the cloud's identity
 platform and mail hosts (or the hosts given): whether this machine can reach them at all.
@@ -256,7 +259,10 @@ async function targetFromConfig(v: Values, env: NodeJS.ProcessEnv): Promise<Auth
   const ref = findMailbox(config, matches[0]!, idPart!)!;
   const { mailbox } = ref;
   const sanity: StepResult[] = [{ step: "config", verdict: "pass", summary: `${file}: mailbox ${ref.tenant.id}/${mailbox.id} (${mailbox.address}), ${mailbox.auth.type}` }];
-  const auth = await resolveAuth(mailbox.auth, mailbox.address, env, sanity, v.scope);
+  // A Graph mailbox is tested with a Graph token: the cloud's Graph resource, not Exchange's.
+  const usesGraph = mailbox.inbound.protocol === "graph" || mailbox.outbound === "graph";
+  const graphResource = GRAPH_ENDPOINTS[((mailbox.auth as { cloud?: string }).cloud ?? "global") as keyof typeof GRAPH_ENDPOINTS] ?? GRAPH_ENDPOINTS.global;
+  const auth = await resolveAuth(mailbox.auth, mailbox.address, env, sanity, v.scope ?? (usesGraph && mailbox.auth.type === "microsoft365" ? `${graphResource}/.default` : undefined));
   const smtpAuth = mailbox.smtp?.auth ? await resolveAuth(mailbox.smtp.auth, mailbox.address, env, sanity, v.scope) : undefined;
   if (!auth || (mailbox.smtp?.auth && !smtpAuth)) return { failed: sanity };
   const inbound = mailbox.inbound;
@@ -269,7 +275,19 @@ async function targetFromConfig(v: Values, env: NodeJS.ProcessEnv): Promise<Auth
     ...(smtpAuth ? { smtpAuth } : {}),
     ...(inbound.protocol === "imap" ? { imap: { ...server, port: inbound.port ?? port(inbound.tls, 993, 143), folder: inbound.folder } } : {}),
     ...(inbound.protocol === "pop3" ? { pop3: { ...server, port: inbound.port ?? port(inbound.tls, 995, 110) } } : {}),
-    ...(mailbox.smtp
+    ...(usesGraph
+      ? {
+          graph: {
+            endpoint: graphEndpoint(mailbox),
+            resource: graphResource,
+            user: mailbox.graph.user ?? mailbox.address,
+            ...(inbound.protocol === "graph" ? { folder: inbound.folder.toUpperCase() === "INBOX" ? "inbox" : inbound.folder } : {}),
+            sending: mailbox.outbound === "graph",
+          },
+        }
+      : {}),
+    // With outbound: graph the loaded smtp block only carries limits (its host is Graph's): no SMTP login.
+    ...(mailbox.smtp && mailbox.outbound !== "graph"
       ? { smtp: { host: mailbox.smtp.host, port: mailbox.smtp.port ?? (mailbox.smtp.tls === "implicit" ? 465 : mailbox.smtp.tls === "starttls" ? 587 : 25), tls: mailbox.smtp.tls, verifyCertificate: v.insecure === true ? false : mailbox.smtp.verifyCertificate } }
       : {}),
     ...(v["send-to"] ? { sendTo: v["send-to"] } : {}),
