@@ -166,3 +166,23 @@ test("a delegated Graph mailbox signs in with the device code and reads its fold
   assert.deepEqual(rows.map((r) => r.sha256).sort(), [...hashes].sort());
   await waitFor(async () => [...(await w.dovecot.flagsOf(MAILBOX, "Archive")).values()].filter((f) => f.includes("\\Seen")).length === 3, { timeoutMs: 30_000, what: "marked read" });
 });
+
+test("an agent's reply goes out through sendMail threaded, is filed in Sent Items by Graph, and is archived as sent", { timeout: 120_000 }, async () => {
+  const [original] = await w.rows<{ message_key: string; rfc_message_id: string }>("SELECT message_key, rfc_message_id FROM messages WHERE mailbox = 'support' AND direction = 'inbound' ORDER BY id LIMIT 1");
+  await w.requestSend({ commandId: "graph-reply-1", tenant: "acme", mailbox: "support", kind: "reply", original: original!.message_key, to: [], text: "Dear customer,\nit ships today." });
+  const sent = await waitFor(() => w.graph.sent.find((m) => m.mime.toString("utf8").includes("it ships today")), { timeoutMs: 60_000, what: "the reply at Graph" }).catch(async (error: unknown) => {
+    const sends = await w.rows("SELECT command_id, state, last_error FROM sends");
+    const logs = w.system.logs.filter((l) => l.service === "smtp-sender").slice(-20).map((l) => l.line);
+    throw new Error(`${(error as Error).message}\nsends: ${JSON.stringify(sends)}\n${logs.join("\n")}`);
+  });
+  const mime = sent.mime.toString("utf8");
+  const rfcId = original!.rfc_message_id.replace(/^<?/, "<").replace(/>?$/, ">");
+  assert.match(mime, new RegExp(`^In-Reply-To: ${rfcId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`, "m"), "threaded on the customer's message");
+  assert.match(mime, /^Subject: Re: Graph question/m);
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM sends WHERE command_id = 'graph-reply-1' AND state = 'sent'")) === 1, { timeoutMs: 30_000, what: "the send recorded as sent" });
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support' AND direction = 'outbound'")) === 1, { timeoutMs: 30_000, what: "the reply archived" });
+  const [archived] = await w.rows<{ sha256: string }>("SELECT sha256 FROM messages WHERE mailbox = 'support' AND direction = 'outbound'");
+  assert.equal(archived!.sha256, createHash("sha256").update(sent.mime).digest("hex"), "the archived copy is the sent copy");
+  assert.equal(w.graph.sent.filter((m) => m.mime.toString("utf8").includes("it ships today")).length, 1, "sent once");
+  assert.equal((await w.dovecot.flagsOf(MAILBOX, "Sent")).size, 1, "Graph filed the one copy in Sent Items; smtp-sender appended none of its own");
+});
