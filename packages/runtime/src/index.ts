@@ -103,3 +103,5 @@ export { databaseConnectionFor, databaseLogins, rolesConfigured, withCredentials
 export type { DatabaseConnection } from "./database-connection.js";
 export { runDatabaseSetup } from "./database-setup.js";
 export type { DatabaseSetupResult } from "./database-setup.js";
+export { graphUserUrl, readGraphError, retryAfterMs } from "./graph.js";
+export type { GraphErrorBody } from "./graph.js";

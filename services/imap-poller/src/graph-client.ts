@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { graphUserUrl, readGraphError, retryAfterMs } from "@postroom/runtime";
 
 /**
  * A refusal from Microsoft Graph: the HTTP status, Graph's error code and message, the wait the
@@ -41,25 +42,13 @@ function adminFix(status: number, code: string): string | undefined {
   return undefined;
 }
 
-/** Retry-After as milliseconds: seconds or an HTTP date, bounded to ten minutes. */
-export function retryAfterMs(header: string | null): number | undefined {
-  if (header === null) return undefined;
-  const seconds = Number(header);
-  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
-  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), 600_000) : undefined;
-}
+/** Longest wait taken from a Retry-After: a stuck header never parks a mailbox for hours. */
+const MAX_RETRY_AFTER_MS = 600_000;
 
 async function refusal(res: Response): Promise<GraphError> {
-  let code = `http-${res.status}`;
-  let message = res.statusText || `HTTP ${res.status}`;
-  try {
-    const body = (await res.json()) as { error?: { code?: string; message?: string } };
-    if (body.error?.code) code = body.error.code;
-    if (body.error?.message) message = body.error.message;
-  } catch {
-    // Not Graph's JSON (a proxy's page): the status says enough.
-  }
-  const wait = res.status === 429 || res.status === 503 ? retryAfterMs(res.headers.get("retry-after")) : undefined;
+  const { code, message } = await readGraphError(res);
+  const asked = res.status === 429 || res.status === 503 ? retryAfterMs(res.headers.get("retry-after")) : undefined;
+  const wait = asked === undefined ? undefined : Math.min(asked, MAX_RETRY_AFTER_MS);
   return new GraphError(res.status, code, `Microsoft Graph: ${res.status} ${code}: ${message}`, wait ?? (res.status === 429 ? 30_000 : undefined), adminFix(res.status, code));
 }
 
@@ -98,7 +87,7 @@ export class GraphClient {
   /** The first delta URL of a folder (the cursor is the deltaLink the last page gives). */
   deltaStart(user: string, folder: string): string {
     const f = folder.toUpperCase() === "INBOX" ? "inbox" : folder;
-    return `${this.o.endpoint}/v1.0/users/${encodeURIComponent(user)}/mailFolders/${encodeURIComponent(f)}/messages/delta?$select=id,receivedDateTime,isRead`;
+    return `${graphUserUrl(this.o.endpoint, user)}/mailFolders/${encodeURIComponent(f)}/messages/delta?$select=id,receivedDateTime,isRead`;
   }
 
   async delta(url: string, pageSize: number): Promise<DeltaPage> {
@@ -131,7 +120,7 @@ export class GraphClient {
   }
 
   #message(user: string, id: string): string {
-    return `${this.o.endpoint}/v1.0/users/${encodeURIComponent(user)}/messages/${encodeURIComponent(id)}`;
+    return `${graphUserUrl(this.o.endpoint, user)}/messages/${encodeURIComponent(id)}`;
   }
 
   async #drain(res: Response): Promise<void> {
@@ -145,8 +134,9 @@ export class GraphClient {
     const timeout = this.o.timeoutMs ?? 30_000;
     let res: Response;
     try {
-      // A stream's deadline covers the response head only; raw-store's idle timer guards the body.
-      res = await fetch(url, { method, headers, ...(o.json !== undefined ? { body: JSON.stringify(o.json) } : {}), signal: o.stream ? connectSignal(timeout) : AbortSignal.timeout(timeout) });
+      // A download may stream for long: ten deadlines in all, and raw-store's idle timer catches a
+      // body that stalls sooner.
+      res = await fetch(url, { method, headers, ...(o.json !== undefined ? { body: JSON.stringify(o.json) } : {}), signal: AbortSignal.timeout(o.stream ? timeout * 10 : timeout) });
     } catch (error) {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       throw new GraphError(0, cause?.code ?? "network", `Microsoft Graph unreachable: ${cause?.message ?? (error as Error).message}`);
@@ -154,11 +144,4 @@ export class GraphClient {
     if (res.ok || (o.allow404 && res.status === 404)) return res;
     throw await refusal(res);
   }
-}
-
-/** The deadline of a streamed download. */
-function connectSignal(timeoutMs: number): AbortSignal {
-  // Large bodies stream for a long time; the request is aborted only if it never finishes within
-  // ten times the deadline (a stalled body is caught sooner by the raw store's idle timer).
-  return AbortSignal.timeout(timeoutMs * 10);
 }

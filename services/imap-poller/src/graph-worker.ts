@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { graphEndpoint } from "@postroom/config";
-import { INLINE_RAW_MAX_BYTES, messageKey, type Credential, type MailArchived, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import { INLINE_RAW_MAX_BYTES, messageKey, type Credential, type MailArchived, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
 import { ack, liveKeys, PublishWindow, type DurableConsumer, type Verdict } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
 import { commitConsumer } from "./commit-consumer.js";
@@ -9,6 +9,7 @@ import { withDeadline } from "./lease.js";
 import type { MailboxWorkerOptions, Worker } from "./mailbox-worker.js";
 import { RAW_CHUNK_BYTES, storeRaw } from "./raw-store.js";
 import { ingestPausedReason, Recovery } from "./recovery.js";
+import { Pause, StatusReport } from "./worker-state.js";
 
 /** What the poller remembers about one Graph message id (KV bucket `cursors`). */
 type SeenState = "published" | "skipped";
@@ -28,13 +29,11 @@ const TOKEN_MARGIN_MS = 60_000;
  */
 export class GraphWorker implements Worker {
   #stopped = false;
-  #aborted = false;
-  #wake: (() => void) | undefined;
-  #kicked = false;
+  readonly #pause = new Pause();
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
   #seen: Map<string, SeenState> | undefined;
-  #status: MailboxStatus;
+  readonly #report: StatusReport;
   #credential: Credential | undefined;
   #rejected = false;
   readonly #log: Logger;
@@ -48,33 +47,17 @@ export class GraphWorker implements Worker {
     this.#window = new PublishWindow({ js: o.js, max: 64, timeoutMs: o.timeoutMs ?? 30_000 });
     this.#recovery = new Recovery({
       log: this.#log,
-      setState: (state, error) => this.#setState(state, error),
-      sleep: (ms) => this.#sleep(ms),
+      setState: (state, error) => this.#report.set(state, error),
+      sleep: (ms) => this.#pause.sleep(ms),
       ...(o.needsAdminRetryMs !== undefined ? { needsAdminRetryMs: o.needsAdminRetryMs } : {}),
     });
     this.#user = o.mailbox.graph.user ?? o.mailbox.address;
     this.#graph = new GraphClient({ endpoint: graphEndpoint(o.mailbox), token: () => this.#token(), timeoutMs: o.timeoutMs ?? 30_000 });
-    const now = new Date().toISOString();
-    this.#status = {
-      version: "v1",
-      tenant: o.tenant.id,
-      mailbox: o.mailbox.id,
-      state: "connecting",
-      owner: o.owner,
-      lastCheckAt: null,
-      lastMessageAt: null,
-      backlog: 0,
-      lastError: null,
-      updatedAt: now,
-      protocol: "graph",
-      checkIntervalSeconds: o.mailbox.inbound.checkIntervalSeconds,
-      startedAt: now,
-      published: 0,
-    };
+    this.#report = new StatusReport(o, "graph", this.#log);
   }
 
   get status(): MailboxStatus {
-    return this.#status;
+    return this.#report.status;
   }
 
   async start(): Promise<void> {
@@ -86,22 +69,17 @@ export class GraphWorker implements Worker {
   async stop(): Promise<void> {
     this.#stopped = true;
     await this.#commit?.stop();
-    this.#kick();
+    this.#pause.kick();
     await this.#loop;
-    await this.#setState("stopped");
+    await this.#report.set("stopped");
   }
 
   async abort(): Promise<void> {
     this.#stopped = true;
-    this.#aborted = true;
-    this.#kick();
+    this.#report.silenced = true;
+    this.#pause.kick();
     void this.#commit?.stop();
     await withDeadline(this.#loop ?? Promise.resolve(), 5_000, "worker abort").catch(() => undefined);
-  }
-
-  #kick(): void {
-    this.#kicked = true;
-    this.#wake?.();
   }
 
   /** The folder's cursors: `<mailbox>.graph.<folder>` prefixes the seen ids, `-delta` the link. */
@@ -172,22 +150,22 @@ export class GraphWorker implements Worker {
     let rejectedOnce = false;
     while (!this.#stopped) {
       try {
-        this.#kicked = false;
+        this.#pause.kicked = false;
         const paused = await ingestPausedReason(this.o.controlKv, this.o.tenant.id, this.o.mailbox.id);
         if (paused) {
-          await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
-          await this.#sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
+          await this.#report.set("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
+          await this.#pause.sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
           continue;
         }
-        if (!this.#recovery.needsAdminNow) await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
+        if (!this.#recovery.needsAdminNow) await this.#report.set(this.#report.status.lastCheckAt ? "polling" : "connecting");
         this.#rejected = rejectedOnce;
         await this.#check();
         rejectedOnce = false;
         this.#recovery.needsAdminNow = false;
         this.#recovery.backoff.reset();
-        this.#status.lastCheckAt = new Date().toISOString();
-        await this.#setState("idle");
-        if (!this.#kicked) await this.#sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
+        this.#report.status.lastCheckAt = new Date().toISOString();
+        await this.#report.set("idle");
+        if (!this.#pause.kicked) await this.#pause.sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
       } catch (error) {
         if (this.#stopped) break;
         rejectedOnce = await this.#recovery.afterFailure(error, rejectedOnce);
@@ -223,8 +201,8 @@ export class GraphWorker implements Worker {
       while (url !== undefined && !this.#stopped) {
         const page = await this.#graph.delta(url, mailbox.graph.pageSize);
         const fresh = page.value.filter((m) => m["@removed"] === undefined && !seen.has(m.id));
-        this.#status.backlog = fresh.length;
-        if (fresh.length > 0 && this.#status.state !== "polling") await this.#setState("polling");
+        this.#report.status.backlog = fresh.length;
+        if (fresh.length > 0 && this.#report.status.state !== "polling") await this.#report.set("polling");
         for (const m of page.value) {
           if (this.#stopped || this.#window.failure !== undefined) break;
           if (m["@removed"] !== undefined) {
@@ -295,32 +273,12 @@ export class GraphWorker implements Worker {
       const mark = this.#mark(m.id, "published");
       mark.catch(() => undefined);
       marks.push(mark);
-      this.#status.backlog = Math.max(0, this.#status.backlog - 1);
-      this.#status.lastMessageAt = now;
-      this.#status.published = (this.#status.published ?? 0) + 1;
+      this.#report.status.backlog = Math.max(0, this.#report.status.backlog - 1);
+      this.#report.status.lastMessageAt = now;
+      this.#report.status.published = (this.#report.status.published ?? 0) + 1;
       this.#log.info({ size: raw.size, offer }, "message published");
     });
   }
 
-  async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
-    if (this.#aborted) return;
-    const now = new Date().toISOString();
-    this.#status = { ...this.#status, state, updatedAt: now, ...(error ? { lastError: { ...error, at: now } } : {}) };
-    try {
-      await this.o.statusKv.put(this.o.names.mailboxKey(this.o.tenant.id, this.o.mailbox.id), JSON.stringify(this.#status));
-    } catch (e) {
-      this.#log.debug({ problem: (e as Error).message }, "status not written");
-    }
-  }
 
-  #sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-    });
-  }
 }

@@ -1,6 +1,6 @@
 import type { Mailbox, Tenant } from "@postroom/config";
 import type { MailArchived} from "@postroom/contracts";
-import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
+import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxStatus, type MailReceived, type Names, type SourceKey } from "@postroom/contracts";
 import type {
   DurableConsumer} from "@postroom/nats-kit";
 import {
@@ -23,6 +23,7 @@ import { fingerprint, IngestedIndex, remapDecision } from "./ingested-index.js";
 import { withDeadline } from "./lease.js";
 import { storeRaw } from "./raw-store.js";
 import { IndexBatch } from "./index-batch.js";
+import { Pause, StatusReport } from "./worker-state.js";
 
 /** Messages in the first page of a check; later pages are sized from what the previous held. */
 const FIRST_PAGE = 32;
@@ -93,11 +94,10 @@ interface Cursor {
 export class MailboxWorker implements Worker {
   #client: ImapFlow | undefined;
   #stopped = false;
-  #wake: (() => void) | undefined;
+  readonly #pause = new Pause();
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
-  /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
-  #status: MailboxStatus;
+  readonly #report: StatusReport;
   readonly #log: Logger;
   readonly #recovery: Recovery;
 
@@ -105,38 +105,22 @@ export class MailboxWorker implements Worker {
     this.#log = o.logger.child({ tenant: o.tenant.id, mailbox: o.mailbox.id });
     this.#recovery = new Recovery({
       log: this.#log,
-      setState: (state, error) => this.#setState(state, error),
-      sleep: (ms) => this.#sleep(ms),
+      setState: (state, error) => this.#report.set(state, error),
+      sleep: (ms) => this.#pause.sleep(ms),
       ...(o.needsAdminRetryMs !== undefined ? { needsAdminRetryMs: o.needsAdminRetryMs } : {}),
     });
-    this.#status = {
-      version: "v1",
-      tenant: o.tenant.id,
-      mailbox: o.mailbox.id,
-      state: "connecting",
-      owner: o.owner,
-      lastCheckAt: null,
-      lastMessageAt: null,
-      backlog: 0,
-      lastError: null,
-      updatedAt: new Date().toISOString(),
-      protocol: "imap",
-      checkIntervalSeconds: o.mailbox.inbound.checkIntervalSeconds,
-      startedAt: new Date().toISOString(),
-      published: 0,
-    };
+    this.#report = new StatusReport(o, "imap", this.#log);
     const folder = Buffer.from(o.mailbox.inbound.folder).toString("base64url") || "_";
     this.#window = new PublishWindow({ js: o.js, max: 64, timeoutMs: o.timeoutMs ?? 30_000 });
     this.#index = new IngestedIndex(o.ingested, `${o.names.mailboxKey(o.tenant.id, o.mailbox.id)}.${folder}`);
   }
 
   readonly #index: IngestedIndex;
-  #aborted = false;
   /** Pipelined `mail.received` publishes (a bounded number unacknowledged at once). */
   #window!: PublishWindow;
 
   get status(): MailboxStatus {
-    return this.#status;
+    return this.#report.status;
   }
 
   async start(): Promise<void> {
@@ -149,11 +133,8 @@ export class MailboxWorker implements Worker {
   kick(): void {
     // Remembered when no sleep is under way: new mail announced while a check runs (after its
     // SEARCH) must start another check at once, not wait for the next interval.
-    this.#kicked = true;
-    this.#wake?.();
+    this.#pause.kick();
   }
-
-  #kicked = false;
 
   async stop(): Promise<void> {
     // Stop the commit consumer first so no after-import action starts on a closing connection,
@@ -163,7 +144,7 @@ export class MailboxWorker implements Worker {
     this.kick();
     await this.#client?.logout().catch(() => this.#client?.close());
     await this.#loop;
-    await this.#setState("stopped");
+    await this.#report.set("stopped");
   }
 
   async abort(): Promise<void> {
@@ -171,7 +152,7 @@ export class MailboxWorker implements Worker {
     // this replica never talks to the mailbox once another may. The status entry now belongs to
     // the next owner, so it is not written.
     this.#stopped = true;
-    this.#aborted = true;
+    this.#report.silenced = true;
     this.#client?.close();
     this.kick();
     void this.#commit?.stop();
@@ -193,7 +174,7 @@ export class MailboxWorker implements Worker {
     while (!this.#stopped) {
       let client: ImapFlow | undefined;
       try {
-        if (!this.#recovery.needsAdminNow) await this.#setState("connecting");
+        if (!this.#recovery.needsAdminNow) await this.#report.set("connecting");
         const credential = await this.o.credentials.get(this.o.tenant.id, this.o.mailbox.id, "imap", rejectedOnce);
         client = this.#newClient(credential);
         // Known before it connects, so an abort (lease lost) can drop even a login in progress.
@@ -210,17 +191,17 @@ export class MailboxWorker implements Worker {
         this.#recovery.needsAdminNow = false;
         client.on("exists", () => this.kick());
         while (!this.#stopped && client.usable) {
-          this.#kicked = false;
+          this.#pause.kicked = false;
           await this.#check(client);
           this.#recovery.backoff.reset();
           const interval = this.o.mailbox.inbound.checkIntervalSeconds * 1000;
-          if (this.#status.state === "paused") {
+          if (this.#report.status.state === "paused") {
             // Look again soon: the pause ends as soon as the archiver has room.
-            await this.#sleep(Math.min(interval, 5000), closed);
+            await this.#pause.sleep(Math.min(interval, 5000), closed);
             continue;
           }
-          await this.#setState("idle");
-          if (!this.#kicked) await this.#sleep(interval, closed);
+          await this.#report.set("idle");
+          if (!this.#pause.kicked) await this.#pause.sleep(interval, closed);
         }
       } catch (error) {
         if (this.#stopped) break;
@@ -293,24 +274,24 @@ export class MailboxWorker implements Worker {
   async #check(client: ImapFlow): Promise<void> {
     const paused = await ingestPausedReason(this.o.controlKv, this.o.tenant.id, this.o.mailbox.id);
     if (paused) {
-      await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
+      await this.#report.set("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
       return;
     }
-    await this.#setState("polling");
+    await this.#report.set("polling");
     const box = client.mailbox;
     if (!box) throw new Error("no folder selected");
     const uidValidity = Number(box.uidValidity);
     const cursor = await this.#loadCursor(uidValidity, box.uidNext);
     const found = await this.#op(client, client.search({ uid: `${cursor.lastUid + 1}:*` }, { uid: true }), "UID SEARCH");
     const uids = (found || []).filter((u) => u > cursor.lastUid).sort((a, b) => a - b);
-    this.#status.backlog = uids.length;
+    this.#report.status.backlog = uids.length;
     if (uids.length === 0) {
-      this.#status.lastCheckAt = new Date().toISOString();
+      this.#report.status.lastCheckAt = new Date().toISOString();
       return;
     }
     // The backlog is in the status as soon as it is known, not only at the first heartbeat: a
     // fast run through a few hundred messages would otherwise never show one.
-    await this.#setState("polling");
+    await this.#report.set("polling");
     // One UID FETCH per page: metadata and, for every message, its first INLINE_RAW_MAX_BYTES
     // (BODY.PEEK, so reading never marks it) — the whole message for all but the large ones, which
     // are then streamed through the object store. The events go out through a window of
@@ -356,14 +337,14 @@ export class MailboxWorker implements Worker {
           } else {
             await this.#ingest(client, cursor, uid, meta, batch, done);
           }
-          this.#status.backlog--;
+          this.#report.status.backlog--;
         }
         byUid.clear();
         await batch.write();
         if (Date.now() - savedAt > 1000) {
           await save();
           // A heartbeat while working through a backlog, so status readers see progress.
-          await this.#setState("polling");
+          await this.#report.set("polling");
         }
         if (this.#window.failure !== undefined) break;
       }
@@ -376,7 +357,7 @@ export class MailboxWorker implements Worker {
     await batch.write().catch((error: unknown) => (failure ??= error));
     await save();
     if (failure !== undefined) throw failure;
-    this.#status.lastCheckAt = new Date().toISOString();
+    this.#report.status.lastCheckAt = new Date().toISOString();
   }
 
   async #ingest(client: ImapFlow, cursor: Cursor, uid: number, meta: FetchMessageObject, batch: IndexBatch, done: () => void): Promise<void> {
@@ -441,8 +422,8 @@ export class MailboxWorker implements Worker {
     // A failed publish is reported by the window's flush.
     await this.#window.send(names.subjects.mailReceived(tenant.id, mailbox.id), event, { msgId: key }, () => {
       batch.add(fp, { key, uidValidity: cursor.uidValidity }, done);
-      this.#status.lastMessageAt = event.fetchedAt;
-      this.#status.published = (this.#status.published ?? 0) + 1;
+      this.#report.status.lastMessageAt = event.fetchedAt;
+      this.#report.status.published = (this.#report.status.published ?? 0) + 1;
       this.#log.info({ uid, size: raw.size, offer: event.offer }, "message published");
     });
     if (cursor.remap) {
@@ -478,31 +459,5 @@ export class MailboxWorker implements Worker {
     return ack;
   }
 
-  async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
-    if (this.#aborted) return;
-    const now = new Date().toISOString();
-    this.#status = {
-      ...this.#status,
-      state,
-      updatedAt: now,
-      ...(error ? { lastError: { ...error, at: now } } : {}),
-    };
-    try {
-      await this.o.statusKv.put(this.o.names.mailboxKey(this.o.tenant.id, this.o.mailbox.id), JSON.stringify(this.#status));
-    } catch (e) {
-      this.#log.debug({ problem: (e as Error).message }, "status not written");
-    }
-  }
 
-  #sleep(ms: number, closed?: Promise<void>): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-      void closed?.then(done);
-    });
-  }
 }

@@ -1,5 +1,5 @@
 import type { MailArchived} from "@postroom/contracts";
-import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxState, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
+import { INLINE_RAW_MAX_BYTES, messageKey, type MailboxStatus, type MailReceived, type SourceKey } from "@postroom/contracts";
 import type { DurableConsumer} from "@postroom/nats-kit";
 import { ack, liveKeys, PublishWindow, type Verdict } from "@postroom/nats-kit";
 import type { Logger } from "@postroom/telemetry";
@@ -10,6 +10,7 @@ import { Pop3Client } from "./pop3-client.js";
 import { RAW_CHUNK_BYTES, storeRaw } from "./raw-store.js";
 import { createHash } from "node:crypto";
 import { withDeadline } from "./lease.js";
+import { Pause, StatusReport } from "./worker-state.js";
 
 /** What the poller remembers about one UIDL (KV bucket `cursors`). */
 type SeenState = "published" | "archived" | "skipped";
@@ -25,15 +26,12 @@ type SeenState = "published" | "archived" | "skipped";
  */
 export class Pop3Worker implements Worker {
   #stopped = false;
-  #aborted = false;
   #client: Pop3Client | undefined;
-  #wake: (() => void) | undefined;
-  #kicked = false;
+  readonly #pause = new Pause();
   #loop: Promise<void> | undefined;
   #commit: DurableConsumer<MailArchived> | undefined;
   #seen: Map<string, SeenState> | undefined;
-  /** Set from needs-admin until a login works: retries stay slow and the state stays visible. */
-  #status: MailboxStatus;
+  readonly #report: StatusReport;
   readonly #log: Logger;
   readonly #recovery: Recovery;
   /** Pipelined `mail.received` publishes (a bounded number unacknowledged at once). */
@@ -44,31 +42,15 @@ export class Pop3Worker implements Worker {
     this.#window = new PublishWindow({ js: o.js, max: 64, timeoutMs: o.timeoutMs ?? 30_000 });
     this.#recovery = new Recovery({
       log: this.#log,
-      setState: (state, error) => this.#setState(state, error),
-      sleep: (ms) => this.#sleep(ms),
+      setState: (state, error) => this.#report.set(state, error),
+      sleep: (ms) => this.#pause.sleep(ms),
       ...(o.needsAdminRetryMs !== undefined ? { needsAdminRetryMs: o.needsAdminRetryMs } : {}),
     });
-    const now = new Date().toISOString();
-    this.#status = {
-      version: "v1",
-      tenant: o.tenant.id,
-      mailbox: o.mailbox.id,
-      state: "connecting",
-      owner: o.owner,
-      lastCheckAt: null,
-      lastMessageAt: null,
-      backlog: 0,
-      lastError: null,
-      updatedAt: now,
-      protocol: "pop3",
-      checkIntervalSeconds: o.mailbox.inbound.checkIntervalSeconds,
-      startedAt: now,
-      published: 0,
-    };
+    this.#report = new StatusReport(o, "pop3", this.#log);
   }
 
   get status(): MailboxStatus {
-    return this.#status;
+    return this.#report.status;
   }
 
   async start(): Promise<void> {
@@ -81,24 +63,19 @@ export class Pop3Worker implements Worker {
     // Commit consumer first (no new deletions queued), then the session loop, then report.
     this.#stopped = true;
     await this.#commit?.stop();
-    this.#kick();
+    this.#pause.kick();
     await this.#loop;
-    await this.#setState("stopped");
+    await this.#report.set("stopped");
   }
 
   async abort(): Promise<void> {
     // Dropping the connection without QUIT also discards any DELE of this session: safe.
     this.#stopped = true;
-    this.#aborted = true;
+    this.#report.silenced = true;
     this.#client?.close();
-    this.#kick();
+    this.#pause.kick();
     void this.#commit?.stop();
     await withDeadline(this.#loop ?? Promise.resolve(), 5_000, "worker abort").catch(() => undefined);
-  }
-
-  #kick(): void {
-    this.#kicked = true;
-    this.#wake?.();
   }
 
   #prefix(): string {
@@ -155,7 +132,7 @@ export class Pop3Worker implements Worker {
     const source = event.source;
     if (source.protocol !== "pop3" || this.o.mailbox.inbound.pop3LeaveOnServer) return ack;
     await this.#mark(source.uidl, "archived");
-    this.#kick();
+    this.#pause.kick();
     return ack;
   }
 
@@ -163,21 +140,21 @@ export class Pop3Worker implements Worker {
     let rejectedOnce = false;
     while (!this.#stopped) {
       try {
-        this.#kicked = false;
+        this.#pause.kicked = false;
         const paused = await ingestPausedReason(this.o.controlKv, this.o.tenant.id, this.o.mailbox.id);
         if (paused) {
-          await this.#setState("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
-          await this.#sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
+          await this.#report.set("paused", { message: paused, code: "archive-paused", fix: "free space or raise the archive quota; ingestion resumes by itself" });
+          await this.#pause.sleep(Math.min(this.o.mailbox.inbound.checkIntervalSeconds * 1000, 5000));
           continue;
         }
-        if (!this.#recovery.needsAdminNow) await this.#setState(this.#status.lastCheckAt ? "polling" : "connecting");
+        if (!this.#recovery.needsAdminNow) await this.#report.set(this.#report.status.lastCheckAt ? "polling" : "connecting");
         await this.#session(rejectedOnce);
         rejectedOnce = false;
         this.#recovery.needsAdminNow = false;
         this.#recovery.backoff.reset();
-        this.#status.lastCheckAt = new Date().toISOString();
-        await this.#setState("idle");
-        if (!this.#kicked) await this.#sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
+        this.#report.status.lastCheckAt = new Date().toISOString();
+        await this.#report.set("idle");
+        if (!this.#pause.kicked) await this.#pause.sleep(this.o.mailbox.inbound.checkIntervalSeconds * 1000);
       } catch (error) {
         if (this.#stopped) break;
         rejectedOnce = await this.#recovery.afterFailure(error, rejectedOnce);
@@ -220,9 +197,9 @@ export class Pop3Worker implements Worker {
         }
       }
       const fresh = listing.filter((m) => !seen.has(m.uidl));
-      this.#status.backlog = fresh.length;
+      this.#report.status.backlog = fresh.length;
       // Shown at once (see the IMAP worker), not only when the session ends.
-      if (fresh.length > 0) await this.#setState("polling");
+      if (fresh.length > 0) await this.#report.set("polling");
       // Each message's event goes out through the publish window (no round trip per event); its
       // "published" mark is written once the event is stored, and all marks are awaited before
       // QUIT. A message of at most INLINE_RAW_MAX_BYTES (by LIST) travels inside the event.
@@ -264,9 +241,9 @@ export class Pop3Worker implements Worker {
             const mark = this.#mark(m.uidl, "published");
             mark.catch(() => undefined);
             marks.push(mark);
-            this.#status.backlog--;
-            this.#status.lastMessageAt = now;
-            this.#status.published = (this.#status.published ?? 0) + 1;
+            this.#report.status.backlog--;
+            this.#report.status.lastMessageAt = now;
+            this.#report.status.published = (this.#report.status.published ?? 0) + 1;
             this.#log.info({ uidl: m.uidl, size: raw.size, offer: event.offer }, "message published");
           });
         }
@@ -289,25 +266,5 @@ export class Pop3Worker implements Worker {
 
 
 
-  async #setState(state: MailboxState, error?: { message: string; code: string | null; fix: string | null }): Promise<void> {
-    if (this.#aborted) return;
-    const now = new Date().toISOString();
-    this.#status = { ...this.#status, state, updatedAt: now, ...(error ? { lastError: { ...error, at: now } } : {}) };
-    try {
-      await this.o.statusKv.put(this.o.names.mailboxKey(this.o.tenant.id, this.o.mailbox.id), JSON.stringify(this.#status));
-    } catch (e) {
-      this.#log.debug({ problem: (e as Error).message }, "status not written");
-    }
-  }
 
-  #sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-    });
-  }
 }

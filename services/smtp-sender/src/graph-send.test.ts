@@ -11,7 +11,8 @@ import { after, before, test } from "node:test";
 import { Mailbox as MailboxConfig } from "@postroom/config";
 import { SendRequested, type Credential } from "@postroom/contracts";
 import { startDovecot, startFakeGraph, startFakeIdentityPlatform, stopAll, type DovecotServer, type FakeGraph, type FakeIdentityPlatform } from "@postroom/testkit";
-import { classifyGraphSendError, GraphSender, GraphSendError, graphTarget, retryAfterMs, type GraphTarget } from "./graph-send.js";
+import { retryAfterMs } from "@postroom/runtime";
+import { classifyGraphSendError, GraphSender, GraphSendError, graphTarget, type GraphTarget } from "./graph-send.js";
 import { buildMessage, compileMessage } from "./sender.js";
 
 /** What the child does: one send (or one removal of the Sent Items copy) with tokens from the fake platform. */

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import { graphEndpoint, type Mailbox } from "@postroom/config";
+import { graphUserUrl, readGraphError, retryAfterMs } from "@postroom/runtime";
 import type { Credential } from "@postroom/contracts";
 import type { SmtpVerdict } from "./classify.js";
 import type { CredentialSource, PoolSendResult } from "./smtp-pool.js";
@@ -120,14 +121,6 @@ export function classifyGraphSendError(r: GraphRefusal): SmtpVerdict {
   return { kind: "permanent", reason: said };
 }
 
-/** Retry-After (seconds or an HTTP date) as milliseconds, or undefined when absent or unreadable. */
-export function retryAfterMs(header: string | null, now: number = Date.now()): number | undefined {
-  if (header === null || header.trim() === "") return undefined;
-  const seconds = Number(header);
-  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - now;
-  return Number.isFinite(ms) ? Math.max(0, ms) : undefined;
-}
-
 export interface GraphSenderOptions {
   /** token-service's Graph credential (purpose "graph"); `rejected: true` after Graph refused a token. */
   credential: CredentialSource;
@@ -241,7 +234,7 @@ export class GraphSender {
   }
 
   #user(target: GraphTarget): string {
-    return `${target.endpoint}/v1.0/users/${encodeURIComponent(target.user)}`;
+    return graphUserUrl(target.endpoint, target.user);
   }
 
   /**
@@ -268,7 +261,7 @@ export class GraphSender {
         throw noAnswer(error, target);
       }
       if (res.ok || (o.allow404 && res.status === 404)) return res;
-      const refusal = await readRefusal(res);
+      const refusal = await readGraphError(res);
       if (res.status === 401 && !refreshed) {
         // Possibly a token revoked or rotated early: one fresh one, then the verdict stands.
         refreshed = true;
@@ -328,20 +321,6 @@ function tokenOf(credential: Credential, target: GraphTarget): Token {
     throw new GraphSendError({ message: verdict.reason, graphCode: "no-token", verdict });
   }
   return { accessToken: credential.accessToken, expiresAt: Date.parse(credential.expiresAt) };
-}
-
-/** Graph's `{"error":{"code","message"}}`, or the status when the body is not Graph's (a proxy's page). */
-async function readRefusal(res: Response): Promise<{ code: string; message: string }> {
-  let code = `http-${res.status}`;
-  let message = res.statusText || `HTTP ${res.status}`;
-  try {
-    const body = (await res.json()) as { error?: { code?: unknown; message?: unknown } };
-    if (typeof body.error?.code === "string" && body.error.code !== "") code = body.error.code;
-    if (typeof body.error?.message === "string" && body.error.message !== "") message = body.error.message;
-  } catch {
-    // Not JSON: the status says enough.
-  }
-  return { code, message };
 }
 
 /** A request that got no answer (deadline, refused or reset connection, DNS): always worth a retry. */

@@ -3,7 +3,7 @@ export type { SenderOptions, SmtpSenderEvents } from "./sender.js";
 export { classifySmtpError, planRetry, defaultRetryPolicy } from "./classify.js";
 export type { SmtpVerdict, RetryPlan, RetryPolicy } from "./classify.js";
 export { SendRateLimiter } from "./rate-limit.js";
-export { GraphSender, GraphSendError, graphTarget, classifyGraphSendError, retryAfterMs } from "./graph-send.js";
+export { GraphSender, GraphSendError, graphTarget, classifyGraphSendError } from "./graph-send.js";
 export type { GraphSenderOptions, GraphTarget, GraphRefusal } from "./graph-send.js";
 export { SmtpPools, openSocket } from "./smtp-pool.js";
 export type { SmtpPoolsOptions, PoolSendResult, CredentialSource } from "./smtp-pool.js";

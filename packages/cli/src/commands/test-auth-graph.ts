@@ -3,6 +3,7 @@
 // PowerShell that fixes it, filled in with the app's ids and the mailbox. Kept beside the steps
 // rather than in token-service's catalogue because only the tester explains Graph refusals in
 // this detail (the services report the refusal and point here).
+import { graphUserUrl, readGraphError } from "@postroom/runtime";
 import { fillFix, type FixContext } from "@postroom/token-service";
 import type { Explanation, StepResult } from "./test-auth-report.js";
 
@@ -135,16 +136,6 @@ export function graphRefusal(status: number, code: string, message: string, appO
   return { code: said, meaning: "Microsoft Graph refused the request", fix: "see the server's message; run with --json for the full report" };
 }
 
-/** Graph's `{"error":{"code","message"}}` of a refused answer (the status when the body is not Graph's). */
-async function refusalOf(res: Response): Promise<{ code: string; message: string }> {
-  try {
-    const body = (await res.json()) as { error?: { code?: string; message?: string } };
-    return { code: body.error?.code || `http-${res.status}`, message: body.error?.message ?? "" };
-  } catch {
-    return { code: `http-${res.status}`, message: res.statusText };
-  }
-}
-
 /**
  * The mailbox step: reads the folder (GET /users/{user}/mailFolders/{folder}), which proves the
  * token, the permission and the mailbox grant together; with `sendTo`, sends one test message.
@@ -153,7 +144,7 @@ async function refusalOf(res: Response): Promise<{ code: string; message: string
  */
 export async function graphMailboxSteps(t: GraphCheckTarget, token: string, appOnly: boolean, context: FixContext, sendTo?: string): Promise<StepResult[]> {
   const steps: StepResult[] = [];
-  const user = `${t.endpoint}/v1.0/users/${encodeURIComponent(t.user)}`;
+  const user = graphUserUrl(t.endpoint, t.user);
   const needs = neededPermissions(t);
   const call = async (method: string, url: string, body?: unknown): Promise<Response | Error> => {
     try {
@@ -181,7 +172,7 @@ export async function graphMailboxSteps(t: GraphCheckTarget, token: string, appO
       return steps;
     }
     if (!res.ok) {
-      const r = await refusalOf(res);
+      const r = await readGraphError(res);
       steps.push({ step: "graph", verdict: "fail", summary: `Microsoft Graph refused to open ${t.folder} of ${t.user}`, explanation: graphRefusal(res.status, r.code, r.message, appOnly, context, needs) });
       return steps;
     }
@@ -201,7 +192,7 @@ export async function graphMailboxSteps(t: GraphCheckTarget, token: string, appO
     if (res instanceof Error) steps.push({ ...unreachable(res), step: "send" });
     else if (res.status === 202) steps.push({ step: "send", verdict: "pass", summary: `test message to ${sendTo} accepted by Microsoft Graph (202)` });
     else {
-      const r = await refusalOf(res);
+      const r = await readGraphError(res);
       steps.push({ step: "send", verdict: "fail", summary: `Microsoft Graph refused the test message from ${t.user}`, explanation: graphRefusal(res.status, r.code, r.message, appOnly, context, ["Mail.Send"]) });
     }
   }
