@@ -371,9 +371,11 @@ export class MailboxWorker implements Worker {
       inline = head;
       raw = { size: head.length, sha256: createHash("sha256").update(head).digest("hex") };
     } else {
-      // Large: BODY.PEEK in 1 MB partial fetches (imapflow's default 64 KB made a 40 MB message
-      // take 640 round trips), streamed into the object store in ~1 MB chunks, never whole in memory.
-      const download = await this.#op(client, client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }), "UID FETCH BODY.PEEK[]");
+      // Large: BODY.PEEK in 256 KB partial fetches, streamed into the object store in ~1 MB chunks,
+      // never whole in memory. imapflow's default 64 KB made a 40 MB message take 640 round trips.
+      // 1 MB partials peaked at 121-162 MB resident for a 40 MB message, over the 150 MB bound on a
+      // busy machine. 256 KB stayed at 100-108 MB, busy or not, in the same time.
+      const download = await this.#op(client, client.download(String(uid), undefined, { uid: true, chunkSize: 256 * 1024 }), "UID FETCH BODY.PEEK[]");
       if (!download?.content) {
         done();
         return;

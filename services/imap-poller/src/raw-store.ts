@@ -17,17 +17,11 @@ export const RAW_CHUNK_BYTES = 1000 * 1024;
  * of live ArrayBuffers while a 40 MB message streamed, against 10–14 MB with this). Started with
  * `--expose-gc` (as `pnpm start`, the image and the chart do), the poller asks for a scavenge of
  * the young generation — well under a millisecond, the heap is small — once per object-store chunk
- * and once at the end, which frees those buffers while they are still young; and for a full
- * collection every 8 MB, because the buffers a scavenge found still in use are promoted and would
- * otherwise wait for the old generation to fill (a 40 MB message peaked at 121–162 MB resident
- * without it, 112–142 MB with it, in runs of ingest-large here). Without the flag nothing changes
- * but the memory figure.
+ * and once at the end, which frees those buffers while they are still young. Without the flag
+ * nothing changes but the memory figure.
  */
 const COLLECT_EVERY_BYTES = RAW_CHUNK_BYTES;
-/** A full collection this often: buffers that outlived a scavenge were promoted and wait for one. */
-const COLLECT_ALL_EVERY_BYTES = 8 * RAW_CHUNK_BYTES;
-const gc = (globalThis as { gc?: (options?: { type: "minor" | "major" }) => void }).gc;
-const collectYoung = gc && ((options: { type: "minor" }) => gc(options));
+const collectYoung = (globalThis as { gc?: (options: { type: "minor" }) => void }).gc;
 
 /** What was stored: the byte count and SHA-256 of the raw message. */
 export interface StoredRaw {
@@ -44,7 +38,6 @@ export async function storeRaw(store: ObjectStore, name: string, source: Readabl
   const hash = createHash("sha256");
   let size = 0;
   let sinceCollect = 0;
-  let sinceCollectAll = 0;
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
@@ -57,12 +50,7 @@ export async function storeRaw(store: ObjectStore, name: string, source: Readabl
       hash.update(chunk);
       size += chunk.length;
       sinceCollect += chunk.length;
-      sinceCollectAll += chunk.length;
-      if (gc && sinceCollectAll >= COLLECT_ALL_EVERY_BYTES) {
-        sinceCollectAll = 0;
-        sinceCollect = 0;
-        gc({ type: "major" });
-      } else if (collectYoung && sinceCollect >= COLLECT_EVERY_BYTES) {
+      if (collectYoung && sinceCollect >= COLLECT_EVERY_BYTES) {
         sinceCollect = 0;
         collectYoung({ type: "minor" });
       }
