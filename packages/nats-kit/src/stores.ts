@@ -10,12 +10,20 @@ import { retryTransient } from "./transient.js";
  * Resolves once the bucket has a leader: on a cluster a bucket just created elects one after a
  * moment, and a put before that finds no responders — the archiver exited at start on it, on
  * the three-node test cluster of a loaded machine.
+ *
+ * Reads go to the bucket's stream leader (STREAM.MSG.GET), never as direct gets: a direct get may
+ * be answered by any replica, and on a cluster a replica can be behind the leader — a cursor or a
+ * lease read back from one is a value from before the last write. Leases, cursors, seen-state and
+ * send receipts are only worth reading if the read sees every acknowledged write, so this is the
+ * cost (one leader per read) taken for all of them. Found by the KV failover test: after the
+ * leader of a bucket was killed, direct gets returned a stale cursor or timed out for 30 s.
  */
 export async function openKv(nc: NatsConnection, bucket: string, options: { replicas?: number; history?: number; ttlMs?: number } = {}): Promise<KV> {
   const kv = await retryTransient(() =>
     new Kvm(nc).create(bucket, {
       replicas: options.replicas ?? 1,
       history: options.history ?? 1,
+      allow_direct: false,
       ...(options.ttlMs ? { ttl: options.ttlMs } : {}),
     }),
   );
