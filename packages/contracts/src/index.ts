@@ -1,6 +1,6 @@
 export { names, token, InvalidTokenError, mailboxOfSubject } from "./names.js";
 export type { Names, Subjects, StreamNames, ConsumerNames, BucketNames, SubjectMailbox } from "./names.js";
-export { streamDefinitions, MAIL_EVENTS_MAX_AGE_MS, RAW_MAIL_TTL_MS } from "./streams.js";
+export { streamDefinitions, MAIL_EVENTS_MAX_AGE_MS, RAW_MAIL_TTL_MS, SEND_COMMANDS_MAX_AGE_MS, SEND_RECEIPT_TTL_MS } from "./streams.js";
 export type { StreamDefinition, StreamOptions } from "./streams.js";
 export * from "./messages.js";
 export { IngestControl, ingestKey } from "./control.js";

@@ -218,6 +218,22 @@ export const MailSent = z.object({
 });
 export type MailSent = z.infer<typeof MailSent>;
 
+/**
+ * smtp-sender's receipt of a server's acceptance, in the KV bucket `buckets.sendReceipts` under
+ * `sendReceiptKey(tenant, commandId)`. Written beside the `sends` row's "sent" UPDATE the moment
+ * the server took the message, so the 250 is durable as soon as either write lands: a sender
+ * killed while PostgreSQL is down (the row cannot be written) leaves this behind, and the
+ * command's redelivery finds it and never sends again.
+ */
+export const SendReceipt = z.object({
+  version: v1,
+  commandId: z.string(),
+  serverResponse: z.string(),
+  refused: z.array(z.object({ recipient: z.string(), response: z.string() })),
+  acceptedAt: isoTime,
+});
+export type SendReceipt = z.infer<typeof SendReceipt>;
+
 export const SendFailed = z.object({
   version: v1,
   commandId: z.string(),

@@ -78,7 +78,7 @@ test("consumers and buckets", () => {
     ],
     ["archiver", "archiver-acme", "archiver-sent", "asd-bridge", "asd-bridge-sent", "asd-bridge-send-failed-acme", "smtp-sender", "imap-poller-acme-support"],
   );
-  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail", "postroom-ingested", "postroom-acd-status", "postroom-oauth-grants"]);
+  assert.deepEqual(Object.values(n.buckets), ["postroom-cursors", "postroom-leases", "postroom-mailbox-status", "postroom-control", "postroom-raw-mail", "postroom-ingested", "postroom-acd-status", "postroom-oauth-grants", "postroom-send-receipts"]);
 });
 
 test("mailbox status keys: the poller's entry and smtp-sender's entry beside it", () => {

@@ -122,6 +122,8 @@ export interface BucketNames {
    * token-service, the only service that may read or write it.
    */
   oauthGrants: string;
+  /** KV: smtp-sender's `SendReceipt` per command (`sendReceiptKey`), the server's 250 made durable. */
+  sendReceipts: string;
 }
 
 export interface Names {
@@ -144,6 +146,8 @@ export interface Names {
   mailboxAuthKey(tenant: string, mailbox: string): string;
   /** Key of a tenant's ACD status in the acd-status bucket (`<tenant>`), written by asd-bridge (`AcdStatus`). */
   acdStatusKey(tenant: string): string;
+  /** Key of a send command's receipt in the send-receipts bucket (`<tenant>.<command id, base64url>`). */
+  sendReceiptKey(tenant: string, commandId: string): string;
 }
 
 /** Builds every name under one namespace root (default `postroom`). */
@@ -212,11 +216,14 @@ export function names(root = "postroom"): Names {
       ingested: `${root}-ingested`,
       acdStatus: `${root}-acd-status`,
       oauthGrants: `${root}-oauth-grants`,
+      sendReceipts: `${root}-send-receipts`,
     },
     mailboxKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}`,
     mailboxSmtpKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.smtp`,
     mailboxAuthKey: (t, mb) => `${token("tenant id", t)}.${m(mb)}.auth`,
     acdStatusKey: (t) => token("tenant id", t),
+    // A command id is any string of 8–128 characters; base64url keeps every one a KV-safe token.
+    sendReceiptKey: (t, commandId) => `${token("tenant id", t)}.${Buffer.from(commandId, "utf8").toString("base64url")}`,
   };
 }
 

@@ -45,6 +45,7 @@ test("only token-service answers credential requests, only the poller and smtp-s
     assert.deepEqual(p.subscribe.allow.filter((x) => x.startsWith("_INBOX")), [`${inboxPrefix(s)}.>`], `${s} reads only its own replies`);
     const rawMail = all.some((x) => x.includes(n.buckets.rawMail));
     assert.equal(rawMail, ["imap-poller", "archiver", "smtp-sender"].includes(s), `${s} and the raw mail`);
+    assert.equal(all.some((x) => x.includes(n.buckets.sendReceipts)), s === "smtp-sender", `${s} and the send receipts`);
   }
 });
 

@@ -125,8 +125,11 @@ const ROLES: Record<ServiceName, Role> = {
     consumers: (n, tenant) => [{ stream: "sendCommands", durable: n.consumers.smtpSender(tenant) }],
     streams: ["mail", "sendCommands"],
     requests: (n, tenant) => [n.subjects.wildcard.credentialRequest(tenant)],
-    // Its outgoing state beside the poller's entry: <t>.<m>.smtp only.
-    kv: (_n, tenant) => [{ bucket: "mailboxStatus", writes: [`${t(tenant)}.*.smtp`] }],
+    // Its outgoing state beside the poller's entry: <t>.<m>.smtp only; and its send receipts.
+    kv: (_n, tenant) => [
+      { bucket: "mailboxStatus", writes: [`${t(tenant)}.*.smtp`] },
+      { bucket: "sendReceipts", writes: [`${t(tenant)}.*`] },
+    ],
     objects: ["rawMail"],
   },
 };

@@ -43,6 +43,15 @@ export const MAIL_EVENTS_MAX_AGE_MS = 14 * DAY;
  */
 export const RAW_MAIL_TTL_MS = MAIL_EVENTS_MAX_AGE_MS + 7 * DAY;
 
+/** How long a send command waits in its work queue before the server drops it. */
+export const SEND_COMMANDS_MAX_AGE_MS = 7 * DAY;
+
+/**
+ * How long smtp-sender keeps a send receipt: a day beyond the life of the command it answers, so a
+ * command still in the queue (redelivered after a crash) always finds its receipt.
+ */
+export const SEND_RECEIPT_TTL_MS = SEND_COMMANDS_MAX_AGE_MS + DAY;
+
 /** Every JetStream stream Postroom needs. Services call nats-kit's `ensureStreams` with this. */
 export function streamDefinitions(n: Names, options: StreamOptions = {}): StreamDefinition[] {
   const replicas = options.replicas ?? 1;
@@ -71,7 +80,7 @@ export function streamDefinitions(n: Names, options: StreamOptions = {}): Stream
       description: "Send commands for smtp-sender; each is taken once",
       subjects: [w.mailSend()],
       retention: "workqueue",
-      max_age: 7 * DAY * MS,
+      max_age: SEND_COMMANDS_MAX_AGE_MS * MS,
     },
     {
       ...common,

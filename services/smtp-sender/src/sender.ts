@@ -43,6 +43,7 @@ import {
 import { SendRateLimiter } from "./rate-limit.js";
 import { GraphSender, GraphSendError, graphTarget } from "./graph-send.js";
 import { appendToSentFolder } from "./sent-folder.js";
+import { SendReceipts } from "./send-receipts.js";
 import { SmtpPools, type PoolSendResult } from "./smtp-pool.js";
 
 /**
@@ -85,6 +86,11 @@ export interface SenderOptions {
    * command acknowledged — the seam the crash tests stop the process at. Not for production use.
    */
   afterAccepted?: (commandId: string) => Promise<void>;
+  /**
+   * Called after the server's 250 and its receipt in JetStream, before the "sent" row is written —
+   * where a sender dies that waits for a stopped PostgreSQL. Crash tests only.
+   */
+  beforeRecorded?: (commandId: string) => Promise<void>;
   /** Metrics seam (see {@link SmtpSenderEvents}). */
   events?: SmtpSenderEvents;
   /**
@@ -176,12 +182,14 @@ export class SmtpSender {
   readonly #graph: GraphSender;
   readonly #js;
   readonly #limiter: SendRateLimiter;
+  readonly #receipts: SendReceipts;
   readonly #now: () => number;
 
   constructor(private readonly o: SenderOptions) {
     this.#credentials = new CredentialClient(o.nc, o.names);
     this.#js = jetStreamOf(o.nc);
     this.#now = o.now ?? Date.now;
+    this.#receipts = new SendReceipts({ nc: o.nc, names: o.names, replicas: o.config.nats.replicas, logger: o.logger });
     // The credential is asked for when a mailbox's pool is made (its first connection), not per send.
     this.#pools = new SmtpPools({
       credential: (tenant, mailbox, rejected) => this.#credentials.get(tenant, mailbox, "smtp", rejected),
@@ -200,6 +208,7 @@ export class SmtpSender {
     const { nc, names, tenant, config } = this.o;
     this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: RAW_MAIL_TTL_MS });
     this.#status = await openKv(nc, names.buckets.mailboxStatus, { replicas: config.nats.replicas });
+    await this.#receipts.open();
     this.#consumer = new DurableConsumer({
       nc,
       stream: names.streams.sendCommands,
@@ -323,11 +332,18 @@ export class SmtpSender {
     // republished after a crash) tells the agent's side who did not get it.
     const refused = result.rejectedErrors.map((e) => ({ recipient: e.recipient ?? "?", response: e.response ?? e.message }));
     if (refused.length) log.warn({ refused: refused.length }, "some recipients were refused");
-    // The duplicate window closes with this one-row UPDATE: nothing may run between the 250 and it.
-    // The server has the message now, so a database outage must not fail this step (a retried
-    // command would send it again): the UPDATE waits for PostgreSQL, with the command still in
-    // hand (#withProgress keeps telling JetStream). Found by the chaos run: a reply delivered twice
-    // after PostgreSQL stopped between a 250 and this row.
+    // The duplicate window closes with the first of two writes to land: the receipt in JetStream
+    // and this one-row UPDATE; nothing may run between the 250 and them. The server has the
+    // message now, so a database outage must not fail this step (a retried command would send it
+    // again): the UPDATE waits for PostgreSQL, with the command still in hand (#withProgress keeps
+    // telling JetStream), and the receipt covers a sender killed while it waits. Found by the chaos
+    // run: a reply delivered twice after PostgreSQL stopped between a 250 and this row, and again
+    // when the sender waiting for it was killed.
+    const receipt = this.#receipts.write(c.tenant, c.commandId, result.response, refused);
+    if (this.o.beforeRecorded) {
+      await receipt;
+      await this.o.beforeRecorded(c.commandId);
+    }
     const sent = await untilDatabaseAnswers(
       () =>
         this.o.pool.query<{ sent_at: Date }>(
@@ -389,10 +405,24 @@ export class SmtpSender {
     if (row.state === "sent") {
       // A crash (or a lost ack) after the server's 250: finish the bookkeeping, never send again.
       log.info("command already sent; publishing its event again");
-      if (row.raw) await this.#putArchiveCopy(row, row.raw);
-      await this.#publishSent(c, rfcMessageId, row);
-      await this.#copyToSent(c, mailbox, rfcMessageId, row);
-      return { kind: "done", verdict: ack };
+      return this.#finishSent(c, mailbox, rfcMessageId, row);
+    }
+    if (row.attempts > 0) {
+      // Taken up again after an attempt: if the server accepted it and the row never heard (the
+      // sender died waiting for PostgreSQL), the receipt says so — record it, never send again.
+      const receipt = await this.#receipts.read(c.tenant, c.commandId);
+      if (receipt) {
+        log.warn({ acceptedAt: receipt.acceptedAt }, "the server accepted this command before a crash; recording it as sent, not sending again");
+        const r = await untilDatabaseAnswers(
+          () =>
+            this.o.pool.query<{ sent_at: Date }>(
+              "UPDATE sends SET state = 'sent', server_response = $2, sent_at = $4, last_error = NULL, refused = $3, updated_at = now() WHERE command_id = $1 RETURNING sent_at",
+              [c.commandId, receipt.serverResponse, JSON.stringify(receipt.refused), receipt.acceptedAt],
+            ),
+          (error, attempt) => log.warn({ attempt, problem: (error as Error)?.message ?? String(error) }, "database unavailable while recording a receipt; waiting"),
+        );
+        return this.#finishSent(c, mailbox, rfcMessageId, { ...row, state: "sent", server_response: receipt.serverResponse, sent_at: r.rows[0]!.sent_at, refused: receipt.refused });
+      }
     }
     if (!mailbox.smtp) return { kind: "done", verdict: await this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null) };
     if (!row.raw_object) {
@@ -406,6 +436,14 @@ export class SmtpSender {
     }
     const marked = await this.o.pool.query<{ attempts: number }>("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1 RETURNING attempts", [c.commandId]);
     return { kind: "send", row: { ...row, state: "sending", attempts: marked.rows[0]!.attempts }, bytes: row.raw ?? undefined };
+  }
+
+  /** The bookkeeping after a 250 a crash interrupted: archive copy, mail.sent, Sent copy — no new SMTP attempt. */
+  async #finishSent(c: SendRequested, mailbox: Mailbox, rfcMessageId: string, row: SendRow): Promise<Claim> {
+    if (row.raw) await this.#putArchiveCopy(row, row.raw);
+    await this.#publishSent(c, rfcMessageId, row);
+    await this.#copyToSent(c, mailbox, rfcMessageId, row);
+    return { kind: "done", verdict: ack };
   }
 
   /** Inserts the pending row if new; returns the current row. */
