@@ -206,6 +206,13 @@ export const MailSent = z.object({
   references: z.array(z.string()),
   /** The final raw message as sent, for the archive. */
   raw: ObjectRef,
+  /**
+   * The same bytes, base64, when smtp-sender had them in memory (at most its 256 KiB inline
+   * limit): the archiver stores these and reads nothing from the object store, whose reads (an
+   * ephemeral consumer per object) stalled the archive of replies for 40 s at a time on a cluster.
+   * The object under `raw.name` is still written, for archivers that predate this field.
+   */
+  rawInline: z.string().optional(),
   envelope: z.object({ from: z.string(), to: z.array(z.string()) }),
   serverResponse: z.string(),
   /**

@@ -3,6 +3,8 @@ import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import type { MailSent } from "@postroom/contracts";
+import { jetStreamOf, publishJson } from "@postroom/nats-kit";
 import { buildMailCorpus, waitFor } from "@postroom/testkit";
 import { Harness } from "./test-harness.js";
 
@@ -200,4 +202,39 @@ test("a reply archived before the message it answers joins that message's conver
   assert.equal(conv[answer], conv[original]);
   assert.equal(conv[second], conv[original], "and what was threaded to the answer comes along");
   assert.notEqual(conv[unrelated], conv[original]);
+});
+
+test("a sent message is archived from the bytes inside mail.sent when they are there, and from the object store when not", async () => {
+  const sentMail = (n: number) =>
+    Buffer.from([`From: support@acme.test`, `To: ann@customer.example`, `Subject: Re: sent ${n}`, `Message-ID: <sent-${n}@acme.test>`, "", `answer ${n}`, ""].join("\r\n"));
+  const publish = async (n: number, inline: boolean) => {
+    const raw = sentMail(n);
+    const name = `acme/support/sent/cmd-${n}`;
+    // Inline: no object at all under the name, so only the event's own bytes can be archived.
+    if (!inline) await h.raw.putBlob({ name }, raw);
+    const event: MailSent = {
+      version: "v1",
+      commandId: `cmd-${n}`,
+      tenant: "acme",
+      mailbox: "support",
+      rfcMessageId: `<sent-${n}@acme.test>`,
+      inReplyTo: null,
+      references: [],
+      raw: { bucket: h.names.buckets.rawMail, name, size: raw.length, sha256: createHash("sha256").update(raw).digest("hex") },
+      ...(inline ? { rawInline: raw.toString("base64") } : {}),
+      envelope: { from: "support@acme.test", to: ["ann@customer.example"] },
+      serverResponse: "250 2.0.0 Ok",
+      sentAt: new Date().toISOString(),
+    };
+    await publishJson(jetStreamOf(h.nc), h.names.subjects.mailSent("acme", "support"), event, { msgId: `cmd-${n}#sent` });
+    return raw;
+  };
+  const inline = await publish(1, true);
+  const stored = await publish(2, false);
+  const keys = ["acme/support/sent/cmd-1", "acme/support/sent/cmd-2"];
+  await waitFor(async () => (await h.count("SELECT count(*) AS n FROM messages WHERE message_key = ANY($1)", [keys])) === 2, { timeoutMs: 30_000, what: "both sent messages archived" });
+  const rows = await h.rows<{ message_key: string; archive_path: string; direction: string }>("SELECT message_key, archive_path, direction FROM messages WHERE message_key = ANY($1) ORDER BY message_key", [keys]);
+  assert.deepEqual(rows.map((r) => r.direction), ["outbound", "outbound"]);
+  assert.deepEqual(await readFile(join(rows[0]!.archive_path, "message.eml")), inline);
+  assert.deepEqual(await readFile(join(rows[1]!.archive_path, "message.eml")), stored);
 });

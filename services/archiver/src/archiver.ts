@@ -88,6 +88,8 @@ export interface ArchiverStats {
 
 /** How long JetStream waits for an ack (or a "still working") before redelivering. */
 const ACK_WAIT_MS = 15_000;
+/** Sent messages archived at once by one archiver. */
+const SENT_CONCURRENCY = 4;
 /** Received messages in one group commit, at most; a backlog fills them, a single arrival goes alone. */
 const MAX_BATCH = 256;
 /**
@@ -251,6 +253,9 @@ export class Archiver {
       schema: MailSent,
       handler: (e, msg) => this.#patiently(msg, () => this.#onSent(e)),
       ackWaitMs: ACK_WAIT_MS,
+      // Several at once: a reply read from the object store may wait out its read deadline
+      // (rawReadDeadlineMs), and the replies behind it need not wait with it. Each has its own key.
+      maxAckPending: SENT_CONCURRENCY,
       onProblem,
     });
     await this.#received.start();
@@ -531,7 +536,7 @@ export class Archiver {
     if (await this.#store.find(key)) return ack;
     const root = archiveSettingsFor(this.o.config, ref.mailbox).path;
     const target = outboundFolder(root, e.tenant, e.mailbox, e.commandId, new Date(e.sentAt));
-    const staged = await this.#writeMessage(root, target, e.raw, key);
+    const staged = await this.#writeMessage(root, target, e.raw, key, undefined, e.rawInline);
     if (staged.kind === "missing") return { action: "term", reason: "sent message missing from the object store" };
     if (staged.kind === "full") return this.#refuse(root, staged.reason, staged.need);
     const guard = this.#guards.get(root);

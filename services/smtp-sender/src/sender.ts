@@ -359,7 +359,7 @@ export class SmtpSender {
     // its row "sent" and writes the copy before publishing — never sending again.
     copy = copy.catch(() => this.#putArchiveCopy(done, bytes!));
     await Promise.all([this.#setStatus(c.tenant, c.mailbox, "idle", null, null), copy]);
-    await this.#publishSent(c, rfcMessageId, done);
+    await this.#publishSent(c, rfcMessageId, done, bytes);
     log.info({ response: result.response }, "message sent");
     await this.#copyToSent(c, mailbox, rfcMessageId, done);
     return ack;
@@ -441,7 +441,7 @@ export class SmtpSender {
   /** The bookkeeping after a 250 a crash interrupted: archive copy, mail.sent, Sent copy — no new SMTP attempt. */
   async #finishSent(c: SendRequested, mailbox: Mailbox, rfcMessageId: string, row: SendRow): Promise<Claim> {
     if (row.raw) await this.#putArchiveCopy(row, row.raw);
-    await this.#publishSent(c, rfcMessageId, row);
+    await this.#publishSent(c, rfcMessageId, row, row.raw);
     await this.#copyToSent(c, mailbox, rfcMessageId, row);
     return { kind: "done", verdict: ack };
   }
@@ -642,7 +642,8 @@ export class SmtpSender {
       return await this.#pools.sendAfterRefusal(c.tenant, c.mailbox, mailbox.smtp!, row.envelope!, await body());
     }
   }
-  async #publishSent(c: SendRequested, rfcMessageId: string, row: SendRow): Promise<void> {
+  /** `bytes`: the sent message when it is in memory; carried inline so the archiver reads no object. */
+  async #publishSent(c: SendRequested, rfcMessageId: string, row: SendRow, bytes?: Buffer | null): Promise<void> {
     const raw: ObjectRef = { bucket: this.o.names.buckets.rawMail, name: row.raw_object!, size: Number(row.raw_size), sha256: row.raw_sha256! };
     const sent: MailSent = {
       version: "v1",
@@ -653,6 +654,7 @@ export class SmtpSender {
       inReplyTo: row.in_reply_to,
       references: row.reply_references,
       raw,
+      ...(bytes && bytes.length <= INLINE_RAW_MAX_BYTES ? { rawInline: bytes.toString("base64") } : {}),
       envelope: row.envelope!,
       serverResponse: row.server_response ?? "",
       refused: row.refused ?? [],
