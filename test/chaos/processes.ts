@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { ServiceName } from "../support/system.js";
+import { serviceCommand, type ServiceName } from "../support/system.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
@@ -56,7 +56,8 @@ export class ServiceProcess {
   start(): void {
     if (this.#child || this.#stopped) return;
     this.starts++;
-    const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", join(ROOT, "services", this.service, "src", "main.ts")], {
+    // From source through tsx, or the built dist/ with POSTROOM_E2E_COMPILED=1 (as CI runs it).
+    const child = spawn(process.execPath, serviceCommand(this.service), {
       cwd: ROOT,
       env: { ...process.env, ...this.o.env, POSTROOM_CONFIG: this.o.configPath, LOG_LEVEL: "info" },
       stdio: ["ignore", "pipe", "pipe"],

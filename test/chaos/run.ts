@@ -35,6 +35,8 @@ const { values: argv } = parseArgs({
     minutes: { type: "string", default: "2.5" },
     seed: { type: "string" },
     mailboxes: { type: "string", default: "20" },
+    // How long the system may take to settle after the faults (default: the window, at least 2 minutes).
+    "converge-minutes": { type: "string" },
     keep: { type: "boolean", default: false },
   },
 });
@@ -43,6 +45,7 @@ const MINUTES = Number(argv.minutes);
 const MAILBOXES = Number(argv.mailboxes);
 const SEED = argv.seed !== undefined ? Number(argv.seed) : randomBytes(4).readUInt32BE() % 1_000_000;
 const WINDOW_MS = MINUTES * 60_000;
+const CONVERGE_MS = argv["converge-minutes"] !== undefined ? Number(argv["converge-minutes"]) * 60_000 : Math.max(120_000, WINDOW_MS);
 const CUSTOMERS = 10;
 const TENANT = "acme";
 const AGENT_PW = `agent-${randomBytes(9).toString("base64url")}`;
@@ -175,10 +178,13 @@ async function setUp(): Promise<{ archivePath: string; agentPort: number; namesp
   await mkdir(archivePath, { recursive: true });
   let diskNote: string;
   try {
-    // A small tmpfs of the run's own: filling it cannot touch anyone else's disk.
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=400m", "tmpfs", archivePath], { stdio: "pipe" });
+    // A small tmpfs of the run's own: filling it cannot touch anyone else's disk. Sized for the
+    // profile (the archive takes about 0.1 MiB per mail of this mix, replies included), with room
+    // to spare so only the disk-fill fault ever brings it near the reserve.
+    const mib = 400 + Math.ceil(MAILS * 0.25);
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${mib}m`, "tmpfs", archivePath], { stdio: "pipe" });
     tmpfs = archivePath;
-    diskNote = "archive on a 400 MiB tmpfs mounted by the harness (root)";
+    diskNote = `archive on a ${mib} MiB tmpfs mounted by the harness (root)`;
   } catch (error) {
     diskNote = `no tmpfs (${String((error as Error).message).split("\n")[0]}): the disk-fill fault is skipped`;
   }
@@ -680,6 +686,7 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
     samples,
     sourceChangesObserved: { seen: flagged.size, deleted: gone.size },
     archivePath,
+    archiveUsedMiB: await statfs(archivePath).then((f) => Math.round(((f.blocks - f.bfree) * f.bsize) / 1048576)),
   };
 }
 
@@ -728,7 +735,7 @@ try {
   if (faultError) throw faultError;
   say("fault window over; waiting for the system to converge");
   const convergeStarted = Date.now();
-  await converge(namespace, Math.max(120_000, WINDOW_MS));
+  await converge(namespace, CONVERGE_MS);
   const convergeSeconds = (Date.now() - convergeStarted) / 1000;
   // The last samples, then stop the agent and the sampler before counting.
   await sampleOnce().catch(() => undefined);

@@ -12,8 +12,7 @@ import { ClusterWorld } from "../support/cluster-world.js";
 // per mail now). What the cluster did cost was slower than it should be: a pull request lost with
 // its consumer's leader was noticed only after 45 s, per consumer; nats-kit now re-pulls within
 // seconds (packages/nats-kit/src/cluster-failover.test.ts). In the runner's ALONE set: it times a
-// reconnect. The KV leader-loss test is test/cluster/kv-failover.test.ts, outside the default run
-// while its reads flake (see there).
+// reconnect. The KV leader-loss test is cluster-kv-failover.test.ts.
 
 let c: ClusterWorld;
 
