@@ -14,8 +14,11 @@ export function dbRolesInTests(env: NodeJS.ProcessEnv = process.env): boolean {
 /** Per-service roles on one test database: pools logged in as each service, and the clean-up. */
 export interface TestDatabaseRoles {
   prefix: string;
-  /** A pool of the test database logged in as the service's own user (ended by drop()). */
-  poolAs(service: DatabaseService, options?: { max?: number }): Pool;
+  /**
+   * A pool of the test database logged in as the service's own user (ended by drop()); `url`
+   * rewrites its connection URL (an outage test's proxy in front of the server).
+   */
+  poolAs(service: DatabaseService, options?: { max?: number; url?: (url: string) => string }): Pool;
   /** Ends the pools and drops the roles; call after the database itself is dropped. */
   drop(): Promise<void>;
 }
@@ -43,7 +46,7 @@ export async function setUpTestDatabaseRoles(databaseUrl: string): Promise<TestD
       const u = new URL(databaseUrl);
       u.username = login.user;
       u.password = login.password;
-      const pool = createPool(u.toString(), { max: options.max ?? 5 });
+      const pool = createPool(options.url ? options.url(u.toString()) : u.toString(), { max: options.max ?? 5 });
       pools.push(pool);
       return pool;
     },

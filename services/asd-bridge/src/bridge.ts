@@ -1,6 +1,6 @@
 import { findMailbox, resolveSecret, type PostroomConfig, type Tenant } from "@postroom/config";
 import { MailArchived, type AcdStatus, type Names, type SendRequested, type SessionAssigned, type SessionCompleted, type SessionOffered } from "@postroom/contracts";
-import { queryAudit, recordAudit, type Pool } from "@postroom/db";
+import { queryAudit, recordAudit, untilDatabaseAnswers, type Pool } from "@postroom/db";
 import { ack, DurableConsumer, jetStreamOf, openKv, publishJson, traceHeaders, type NatsConnection, type Verdict } from "@postroom/nats-kit";
 import { errorFields, type Logger, type PostroomMetrics } from "@postroom/telemetry";
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -475,8 +475,20 @@ export class AsdBridge implements AgentActions {
 
   // --- state changes reported by the ACDs ------------------------------------------------------
 
+  /**
+   * Records a state change the ACD has already made (in memory, or on the far side of a protocol),
+   * in order. A database that is down is waited for, not skipped: the ACD will not report the
+   * change again, so a dropped write left the row behind for good — found by the chaos run, a
+   * session closed by its agent while PostgreSQL was stopped stayed "delivered" in the table, and
+   * every later close was refused because the distributor no longer held it. Each write is one
+   * statement (or an idempotent step), so running it again after an outage is safe.
+   */
   #record(apply: () => Promise<unknown>): void {
-    this.#writes = this.#writes.then(apply).catch((error: unknown) => this.o.logger.error({ problem: (error as Error).message }, "session state not recorded"));
+    this.#writes = this.#writes
+      .then(() => untilDatabaseAnswers(apply, (error, attempt) => {
+        if (attempt === 1) this.o.logger.warn({ problem: (error as Error)?.message ?? String(error) }, "database unavailable; session state change held until it answers");
+      }))
+      .catch((error: unknown) => this.o.logger.error({ problem: (error as Error).message }, "session state not recorded"));
   }
 
   async #onDistributor(e: DistributorEvent): Promise<void> {

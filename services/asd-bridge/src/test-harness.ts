@@ -45,14 +45,25 @@ export class BridgeHarness {
   #n = 0;
   readonly #events = new Map<string, MailArchived>();
 
-  static async create(prefix: string, config: (archive: string) => Omit<PostroomConfigInput, "version" | "database" | "archive" | "nats">, env: Record<string, string> = {}, options: Partial<BridgeOptions> = {}): Promise<BridgeHarness> {
+  /**
+   * `databaseUrl` rewrites the URL the bridge's own pool connects with (the fixtures' pool keeps the
+   * real one): an outage test puts a proxy it can cut in front of PostgreSQL.
+   */
+  static async create(
+    prefix: string,
+    config: (archive: string) => Omit<PostroomConfigInput, "version" | "database" | "archive" | "nats">,
+    env: Record<string, string> = {},
+    options: Partial<BridgeOptions> = {},
+    harness: { databaseUrl?: (url: string) => string } = {},
+  ): Promise<BridgeHarness> {
     const h = new BridgeHarness();
     h.dir = tempDir(prefix);
     h.db = await createTestDatabase(prefix);
     h.pool = createPool(h.db.url);
     await migrate(h.pool);
     h.roles = dbRolesInTests() ? await setUpTestDatabaseRoles(h.db.url) : undefined;
-    h.servicePool = h.roles?.poolAs("asd-bridge") ?? h.pool;
+    const via = harness.databaseUrl;
+    h.servicePool = h.roles?.poolAs("asd-bridge", via ? { url: via } : {}) ?? (via ? createPool(via(h.db.url)) : h.pool);
     h.namespace = testNamespace(prefix);
     h.names = namesOf(h.namespace);
     h.nc = await connectNats({ url: natsUrl(), name: `test-${prefix}` });
@@ -146,6 +157,7 @@ export class BridgeHarness {
   async close(): Promise<void> {
     await this.bridge?.stop().catch(() => undefined);
     await this.nc?.drain().catch(() => undefined);
+    if (this.servicePool !== this.pool && !this.roles) await this.servicePool?.end().catch(() => undefined);
     await this.pool?.end().catch(() => undefined);
     await cleanupNamespace(natsUrl(), this.namespace).catch(() => undefined);
     await this.db?.drop().catch(() => undefined);
