@@ -43,6 +43,9 @@ fi
 # --- podman, for the image test (scripts/image.sh builds with it; nothing runs in a container) --
 have podman || apt_install podman
 
+# --- ss (iproute2), for the chaos run: it notes a killed sender's connections to Postfix --------
+have ss || apt_install iproute2
+
 # --- unzip, for scripts/helm.sh (the chart tests' Helm comes out of an npm package's zip) --------
 have unzip || apt_install unzip
 

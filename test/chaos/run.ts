@@ -2,7 +2,7 @@
 // `pnpm chaos [--mails N] [--minutes M] [--seed S] [--mailboxes K]`; see test/chaos/README.md.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rm, statfs, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, open, readFile, rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -76,6 +76,14 @@ interface SentMail {
 const violations: string[] = [];
 const faults: string[] = [];
 const exits: ExitRecord[] = [];
+/**
+ * Each SIGKILL of an smtp-sender, with the local ports of its connections to Postfix at that
+ * moment (from `ss`): a reply the killed process had handed to Postfix but not yet recorded as
+ * sent is sent again after the redelivery — SMTP's own crash window, which no client can close
+ * (RFC 1047). The check attributes a duplicate to it only when the first copy's connection was one
+ * of these and ended with the kill.
+ */
+const senderKills: { name: string; pid: number; at: number; ports: number[] }[] = [];
 const fault = (line: string) => {
   faults.push(`${stamp()} ${line}`);
   say(`fault: ${line}`);
@@ -196,7 +204,9 @@ async function setUp(): Promise<{ archivePath: string; agentPort: number; namesp
       lmtp: true,
       extraConfig: `${dovecotAuthListener(saslPort)}\nmail_max_userip_connections = 50\n`,
     });
-    postfix = await startPostfix({ lmtpPort: dovecot.info.lmtpPort!, saslPort });
+    // Client ports in Postfix's log: a reply found twice is traced to the connection it came on
+    // (senderKills below), to tell SMTP's own crash window from a bug.
+    postfix = await startPostfix({ lmtpPort: dovecot.info.lmtpPort!, saslPort, extraMainCf: "smtpd_client_port_logging = yes" });
   };
   const [c, p] = await Promise.all([startNatsCluster(), PrivatePostgres.create(), mailServers()]);
   cluster = c;
@@ -450,6 +460,20 @@ async function samplerLoop(): Promise<void> {
 }
 
 // ---------------------------------------------------------------- faults
+/** Local ports of `pid`'s established connections to Postfix's submission port. */
+function submissionPortsOf(pid: number): number[] {
+  try {
+    const out = execFileSync("ss", ["-tnpH", "state", "established", `( dport = :${postfix!.info.submissionPort} )`], { encoding: "utf8" });
+    return out
+      .split("\n")
+      .filter((l) => l.includes(`pid=${pid},`))
+      .map((l) => Number(/127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(l)?.[1]))
+      .filter((port) => Number.isInteger(port));
+  } catch {
+    return [];
+  }
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 let sigstopped: ServiceProcess | undefined;
 
@@ -464,6 +488,7 @@ async function runFaults(archivePath: string, namespace: string): Promise<void> 
       const victim = candidates[Math.floor(killPicks[i]! * candidates.length)];
       if (!victim) continue;
       fault(`SIGKILL ${victim.name} (pid ${victim.pid})`);
+      if (victim.service === "smtp-sender" && victim.pid !== undefined) senderKills.push({ name: victim.name, pid: victim.pid, at: Date.now(), ports: submissionPortsOf(victim.pid) });
       victim.kill("SIGKILL");
     }
   })();
@@ -640,9 +665,18 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
     });
   }
   let replyProblems = 0;
+  const smtpWindow: string[] = [];
+  const trace = postfixTrace(await readFile(postfix!.info.logPath, "utf8").catch(() => ""));
   for (const r of replyRows) {
     const id = (r.rfc_message_id ?? "").replace(/^<|>$/g, "");
     const count = inboxes.get(id) ?? 0;
+    if (r.state === "sent" && count > 1) {
+      const why = inSmtpCrashWindow(trace, id);
+      if (why) {
+        smtpWindow.push(`reply ${r.command_id} in the customer's mailbox ${count} times: ${why}`);
+        continue;
+      }
+    }
     if (r.state !== "sent" || count !== 1) {
       replyProblems++;
       violations.push(`reply ${r.command_id} (${r.state}) is in the customer's mailbox ${count} times`);
@@ -678,7 +712,7 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
     duplicated,
     notByteIdentical: mismatched,
     sessionProblems,
-    replies: { acceptedByApi: replied.size, recorded: replyRows.length, problems: replyProblems },
+    replies: { acceptedByApi: replied.size, recorded: replyRows.length, problems: replyProblems, inSmtpCrashWindow: smtpWindow.length, smtpCrashWindow: smtpWindow },
     stuckSessions: stuck.length,
     consumersLagging: lag.length,
     secretsInLogs: leaked,
@@ -690,6 +724,58 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
   };
 }
 
+/** What Postfix's log says about each message and each submission connection (client ports logged). */
+interface PostfixTrace {
+  /** Message-ID → queue ids, in the order Postfix took them. */
+  queued: Map<string, string[]>;
+  /** Queue id → the client port of the connection it came on, and its line number. */
+  client: Map<string, { port: number; line: number }>;
+  /** Client port → line numbers where a connection from it ended without QUIT ("lost connection after …"). */
+  lost: Map<number, number[]>;
+  /** Client port → line numbers where a connection from it began. */
+  connects: Map<number, number[]>;
+}
+
+function postfixTrace(log: string): PostfixTrace {
+  const t: PostfixTrace = { queued: new Map(), client: new Map(), lost: new Map(), connects: new Map() };
+  const push = <K, V>(m: Map<K, V[]>, k: K, v: V) => m.set(k, [...(m.get(k) ?? []), v]);
+  log.split("\n").forEach((l, line) => {
+    let m: RegExpExecArray | null;
+    if ((m = /cleanup\[\d+\]: (\w+): message-id=<([^>]+)>/.exec(l))) push(t.queued, m[2]!, m[1]!);
+    else if ((m = /smtpd\[\d+\]: (\w+): client=[^\[]*\[[^\]]+\]:(\d+)/.exec(l))) t.client.set(m[1]!, { port: Number(m[2]), line });
+    else if ((m = /smtpd\[\d+\]: lost connection after [A-Z-]+ from [^\[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.lost, Number(m[1]), line);
+    else if ((m = /smtpd\[\d+\]: connect from [^\[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.connects, Number(m[1]), line);
+  });
+  return t;
+}
+
+/**
+ * Why a reply found more than once is SMTP's crash window and not a bug, or undefined. Every copy
+ * but the last must have come on a connection of an smtp-sender the harness SIGKILLed (its port
+ * among the killed process's connections at the kill), and that connection must have ended right
+ * there — lost, not closed with QUIT, before any new connection from the same port. Then the
+ * sender died holding a message Postfix had taken and it had not yet recorded; its redelivery
+ * sent it again, as RFC 1047 says any SMTP client would.
+ */
+function inSmtpCrashWindow(t: PostfixTrace, messageId: string): string | undefined {
+  const copies = t.queued.get(messageId) ?? [];
+  if (copies.length < 2) return undefined;
+  const explained: string[] = [];
+  for (const qid of copies.slice(0, -1)) {
+    const c = t.client.get(qid);
+    if (!c) return undefined;
+    const kill = senderKills.find((k) => k.ports.includes(c.port));
+    if (!kill) return undefined;
+    const lostAt = (t.lost.get(c.port) ?? []).find((l) => l > c.line);
+    const reconnect = (t.connects.get(c.port) ?? []).find((l) => l > c.line);
+    if (lostAt === undefined || (reconnect !== undefined && reconnect < lostAt)) return undefined;
+    explained.push(`copy ${qid} came on port ${c.port} of ${kill.name} (pid ${kill.pid}), SIGKILLed at ${stampOf(kill.at)} before recording it; the connection was lost there`);
+  }
+  return explained.join("; ");
+}
+
+const stampOf = (at: number) => `+${((at - t0) / 1000).toFixed(1)}s`;
+
 // ---------------------------------------------------------------- main
 async function tearDown(): Promise<void> {
   stopped = true;
@@ -697,6 +783,8 @@ async function tearDown(): Promise<void> {
   for (const t of transports.values()) t.close();
   await pool?.end().catch(() => undefined);
   await nc?.close().catch(() => undefined);
+  // Postfix's log goes with the services' (its folder is removed when it stops).
+  if (postfix) await copyFile(postfix.info.logPath, join(dir.path, "logs", "postfix.log")).catch(() => undefined);
   await postfix?.stop().catch(() => undefined);
   await dovecot?.stop().catch(() => undefined);
   await postgres?.remove().catch(() => undefined);

@@ -23,7 +23,7 @@ interface ChaosReport {
     duplicated: number;
     notByteIdentical: number;
     sessionProblems: number;
-    replies: { acceptedByApi: number; recorded: number; problems: number };
+    replies: { acceptedByApi: number; recorded: number; problems: number; inSmtpCrashWindow: number };
     stuckSessions: number;
     consumersLagging: number;
     secretsInLogs: number;
@@ -63,4 +63,7 @@ test(`chaos, short profile (600 mails, 2 minutes of faults, seed ${SEED}): nothi
   assert.ok(r.samples > 10, "the source was sampled throughout the run");
   assert.equal(report.violations, 0, "no violation (listed above, grouped by kind)");
   assert.equal(code, 0);
+  // Replies a SIGKILLed sender had handed to Postfix but not recorded are sent again (RFC 1047's
+  // window, traced to the killed connection in Postfix's log by the run); said, not hidden.
+  if (r.replies.inSmtpCrashWindow > 0) console.log(`${r.replies.inSmtpCrashWindow} reply(ies) delivered twice inside SMTP's crash window (listed in the report)`);
 });
