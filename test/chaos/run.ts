@@ -742,9 +742,9 @@ function postfixTrace(log: string): PostfixTrace {
   log.split("\n").forEach((l, line) => {
     let m: RegExpExecArray | null;
     if ((m = /cleanup\[\d+\]: (\w+): message-id=<([^>]+)>/.exec(l))) push(t.queued, m[2]!, m[1]!);
-    else if ((m = /smtpd\[\d+\]: (\w+): client=[^\[]*\[[^\]]+\]:(\d+)/.exec(l))) t.client.set(m[1]!, { port: Number(m[2]), line });
-    else if ((m = /smtpd\[\d+\]: lost connection after [A-Z-]+ from [^\[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.lost, Number(m[1]), line);
-    else if ((m = /smtpd\[\d+\]: connect from [^\[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.connects, Number(m[1]), line);
+    else if ((m = /smtpd\[\d+\]: (\w+): client=[^[]*\[[^\]]+\]:(\d+)/.exec(l))) t.client.set(m[1]!, { port: Number(m[2]), line });
+    else if ((m = /smtpd\[\d+\]: lost connection after [A-Z-]+ from [^[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.lost, Number(m[1]), line);
+    else if ((m = /smtpd\[\d+\]: connect from [^[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.connects, Number(m[1]), line);
   });
   return t;
 }

@@ -10,7 +10,7 @@ import {
   type Names,
 } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
-import { onPublished, openKv, type NatsConnection } from "@postroom/nats-kit";
+import { onPublished, openKv, retryTransient, type NatsConnection } from "@postroom/nats-kit";
 import type { Logger, SessionCount, Telemetry } from "@postroom/telemetry";
 
 /**
@@ -89,7 +89,9 @@ export function recordEmittedEvents(options: { telemetry: Telemetry; names: Name
 export async function watchMailboxStatus(options: { nc: NatsConnection; names: Names; telemetry: Telemetry; tenants?: string[] | undefined; replicas?: number }): Promise<{ stop(): void }> {
   const { names, telemetry } = options;
   const kv = await openKv(options.nc, names.buckets.mailboxStatus, { replicas: options.replicas ?? 1 });
-  const watcher = await kv.watch();
+  // The watch is an ordered consumer made by a JetStream request: with a cluster node down it can
+  // time out like any other, and the poller exited at start on it in the chaos run.
+  const watcher = await retryTransient(() => kv.watch());
   const lastErrorAt = new Map<string, string>();
   void (async () => {
     for await (const entry of watcher) {

@@ -4,7 +4,7 @@ import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { archiveSettingsFor, classificationAction, findMailbox, type ArchiveSettings, type PostroomConfig } from "@postroom/config";
 import { MailReceived, MailSent, RAW_MAIL_TTL_MS, type Classification, type LoopAlert, type MailArchived, type Names, type ObjectRef, type SendRequested } from "@postroom/contracts";
-import { recordAudit, type Pool } from "@postroom/db";
+import { recordAudit, untilDatabaseAnswers, type Pool } from "@postroom/db";
 import {
   ack,
   backoffMs,
@@ -206,11 +206,11 @@ export class Archiver {
       const entry = byRoot.get(settings.path) ?? { settings, mailboxes: [] };
       entry.mailboxes.push({ tenant: t, mailbox: m.id, canSend: m.smtp !== undefined });
       byRoot.set(settings.path, entry);
-      await pool.query("INSERT INTO mailboxes (tenant, mailbox, address) VALUES ($1, $2, $3) ON CONFLICT (tenant, mailbox) DO UPDATE SET address = EXCLUDED.address", [
-        t,
-        m.id,
-        m.address,
-      ]);
+      // Waits out a database that stops between the migrations and here (the chaos run's archiver
+      // exited at start on it).
+      await untilDatabaseAnswers(() =>
+        pool.query("INSERT INTO mailboxes (tenant, mailbox, address) VALUES ($1, $2, $3) ON CONFLICT (tenant, mailbox) DO UPDATE SET address = EXCLUDED.address", [t, m.id, m.address]),
+      );
     }
     this.#raw = await openObjectStore(nc, names.buckets.rawMail, { replicas: config.nats.replicas, ttlMs: RAW_MAIL_TTL_MS });
     const control = await openKv(nc, names.buckets.control, { replicas: config.nats.replicas });

@@ -255,7 +255,8 @@ export class AsdBridge implements AgentActions {
    */
   async #restore(): Promise<void> {
     for (const t of this.#tenants()) {
-      for (const s of await this.#sessions.unfinished(t.id)) {
+      // At start, just after the migrations: a database that stops here is waited for.
+      for (const s of await untilDatabaseAnswers(() => this.#sessions.unfinished(t.id))) {
         const session = { sessionId: s.id, tenant: t.id, mailbox: s.mailbox, queue: s.queue, offeredAt: s.offered_at ?? new Date() };
         if (s.state === "unanswered") {
           // Interrupted between "unanswered" and its requeue or fallback: carried on now.
