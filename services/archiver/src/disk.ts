@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
@@ -62,7 +63,7 @@ export class StagedFolder {
   }
 
   static async create(root: string): Promise<StagedFolder> {
-    const path = join(root, ".tmp", `${Date.now()}-${randomBytes(6).toString("hex")}`);
+    const path = join(root, ".tmp", `${STAGING_OWNER}~${Date.now()}-${randomBytes(6).toString("hex")}`);
     await mkdir(join(path, "parts"), { recursive: true });
     return new StagedFolder(path);
   }
@@ -141,10 +142,69 @@ async function fsyncFile(path: string): Promise<void> {
   }
 }
 
-/** Removes folders left half-assembled by a crash. */
-export async function cleanStaging(root: string): Promise<void> {
-  await rm(join(root, ".tmp"), { recursive: true, force: true });
-  await mkdir(join(root, ".tmp"), { recursive: true });
+/**
+ * How long a staging folder may go untouched before it counts as left behind by a crash, whoever
+ * made it. A live one is written to every few seconds (a 25 MB message's read deadline is under 5
+ * minutes).
+ */
+export const STALE_STAGING_MS = 15 * 60_000;
+
+/**
+ * Whose staging folders these are: host, process id and a token of this process's own, so that a
+ * later process with the same pid (a container's pid 1 after a restart) is told apart.
+ */
+const STAGING_OWNER = `${encodeURIComponent(hostname())}~${process.pid}~${randomBytes(4).toString("hex")}`;
+
+/** Whether the process that made a staging folder named `entry` is gone, as far as this host can tell. */
+function ownerGone(entry: string): boolean {
+  const [host, pid, token] = entry.split("~");
+  if (host === undefined || pid === undefined || token === undefined || !/^\d+$/.test(pid)) return false;
+  let from: string;
+  try {
+    from = decodeURIComponent(host);
+  } catch {
+    return false;
+  }
+  if (from !== hostname()) return false; // another host's: only staleness decides
+  if (`${host}~${pid}~${token}` === STAGING_OWNER) return false;
+  if (Number(pid) === process.pid) return true; // our pid, an earlier process's token
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+/**
+ * Removes folders left half-assembled by a crash: those of a process on this host that is gone,
+ * and anyone's that nothing has written to for `staleMs`. Replicas that share an archive folder
+ * share its `.tmp`, so an archiver starting must not take the staging folders another replica is
+ * writing at that moment. (Found by the chaos run: a restarted archiver emptied `.tmp` under its
+ * twin, whose messages lost their files between write and rename, and then failed its own start
+ * with ENOTEMPTY as the twin went on writing.)
+ */
+export async function cleanStaging(root: string, options: { staleMs?: number; now?: number } = {}): Promise<void> {
+  const staging = join(root, ".tmp");
+  await mkdir(staging, { recursive: true });
+  const before = (options.now ?? Date.now()) - (options.staleMs ?? STALE_STAGING_MS);
+  for (const entry of await readdir(staging)) {
+    const folder = join(staging, entry);
+    if (ownerGone(entry) || (await newestChange(folder)) < before) await rm(folder, { recursive: true, force: true });
+  }
+}
+
+/** The latest modification time of a folder and everything in it (0 when it is already gone). */
+async function newestChange(path: string): Promise<number> {
+  let newest = 0;
+  const walk = async (p: string): Promise<void> => {
+    const st = await stat(p).catch(() => undefined);
+    if (!st) return;
+    newest = Math.max(newest, st.mtimeMs);
+    if (st.isDirectory()) for (const e of await readdir(p).catch(() => [] as string[])) await walk(join(p, e));
+  };
+  await walk(path);
+  return newest;
 }
 
 /**
