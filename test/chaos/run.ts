@@ -614,6 +614,14 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
   let duplicated = 0;
   let mismatched = 0;
   let sessionProblems = 0;
+  // How many times Dovecot may have stored each message it took over LMTP. A Dovecot restart can
+  // cut an LMTP delivery after the message was saved ("421 4.3.2 Shutting down" in reply to the
+  // end of DATA): Postfix defers it and delivers it again, and the mailbox may then hold two
+  // copies — two source messages, each rightly archived. That is the mail servers' at-least-once,
+  // not Postroom's; Postfix's log says when it happened.
+  const trace = postfixTrace(await readFile(postfix!.info.logPath, "utf8").catch(() => ""));
+  const lmtpCopies = (messageId: string) => (trace.queued.get(messageId) ?? []).reduce((n, qid) => n + 1 + (trace.deferredAfterData.get(qid) ?? 0), 0);
+  const storedTwiceAtSource: string[] = [];
   for (const m of mails) {
     const found = byN.get(m.n) ?? [];
     if (found.length === 0) {
@@ -621,9 +629,11 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
       violations.push(`lost: mail ${m.n} (${m.kind}, ${m.via} to ${m.mailbox.id}) was never archived`);
       continue;
     }
-    if (found.length > 1) {
+    const atSource = m.via === "smtp" ? Math.max(1, lmtpCopies(messageIdOf(m.n))) : 1;
+    if (found.length > 1 && atSource > 1) storedTwiceAtSource.push(`mail ${m.n}: archived ${found.length} times; Postfix delivered it again after Dovecot answered 421 to the end of DATA`);
+    if (found.length > atSource) {
       duplicated++;
-      violations.push(`duplicated: mail ${m.n} archived ${found.length} times`);
+      violations.push(`duplicated: mail ${m.n} archived ${found.length} times (${atSource} at the source)`);
     }
     const r = found[0]!;
     const eml = await readFile(join(r.archive_path, "message.eml")).catch(() => Buffer.alloc(0));
@@ -666,10 +676,15 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
   }
   let replyProblems = 0;
   const smtpWindow: string[] = [];
-  const trace = postfixTrace(await readFile(postfix!.info.logPath, "utf8").catch(() => ""));
   for (const r of replyRows) {
     const id = (r.rfc_message_id ?? "").replace(/^<|>$/g, "");
     const count = inboxes.get(id) ?? 0;
+    // Postfix took the reply once and delivered it again after a 421 to the end of DATA: the
+    // LMTP redelivery above, not a second send.
+    if (r.state === "sent" && count > 1 && (trace.queued.get(id) ?? []).length === 1 && count <= lmtpCopies(id)) {
+      storedTwiceAtSource.push(`reply ${r.command_id}: sent once, in the mailbox ${count} times; Postfix delivered it again after Dovecot answered 421 to the end of DATA`);
+      continue;
+    }
     if (r.state === "sent" && count > 1) {
       const why = inSmtpCrashWindow(trace, id);
       if (why) {
@@ -719,6 +734,7 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
     unplannedExits: unplanned.length,
     samples,
     sourceChangesObserved: { seen: flagged.size, deleted: gone.size },
+    storedMoreThanOnceAtSource: storedTwiceAtSource,
     archivePath,
     archiveUsedMiB: await statfs(archivePath).then((f) => Math.round(((f.blocks - f.bfree) * f.bsize) / 1048576)),
   };
@@ -734,10 +750,12 @@ interface PostfixTrace {
   lost: Map<number, number[]>;
   /** Client port → line numbers where a connection from it began. */
   connects: Map<number, number[]>;
+  /** Queue id → LMTP deliveries deferred in reply to the end of DATA (the server may have saved it). */
+  deferredAfterData: Map<string, number>;
 }
 
 function postfixTrace(log: string): PostfixTrace {
-  const t: PostfixTrace = { queued: new Map(), client: new Map(), lost: new Map(), connects: new Map() };
+  const t: PostfixTrace = { queued: new Map(), client: new Map(), lost: new Map(), connects: new Map(), deferredAfterData: new Map() };
   const push = <K, V>(m: Map<K, V[]>, k: K, v: V) => m.set(k, [...(m.get(k) ?? []), v]);
   log.split("\n").forEach((l, line) => {
     let m: RegExpExecArray | null;
@@ -745,6 +763,7 @@ function postfixTrace(log: string): PostfixTrace {
     else if ((m = /smtpd\[\d+\]: (\w+): client=[^[]*\[[^\]]+\]:(\d+)/.exec(l))) t.client.set(m[1]!, { port: Number(m[2]), line });
     else if ((m = /smtpd\[\d+\]: lost connection after [A-Z-]+ from [^[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.lost, Number(m[1]), line);
     else if ((m = /smtpd\[\d+\]: connect from [^[]*\[[^\]]+\]:(\d+)/.exec(l))) push(t.connects, Number(m[1]), line);
+    else if ((m = /lmtp\[\d+\]: (\w+): to=.*status=deferred .*in reply to end of DATA/.exec(l))) t.deferredAfterData.set(m[1]!, (t.deferredAfterData.get(m[1]!) ?? 0) + 1);
   });
   return t;
 }

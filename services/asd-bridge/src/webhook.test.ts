@@ -112,7 +112,7 @@ test("after a restart, a session the ACD never took is POSTed again with the sam
     waitFor(async () => {
       const r = await h.sessionOf(messageId);
       return r?.state === "offered" && received.some((x) => x.headers["idempotency-key"] === r.id) ? r : undefined;
-    }, { timeoutMs: 15_000, what: "offered and posted" });
+    }, { timeoutMs: 45_000, what: "offered and posted" });
   const taken = await offeredAndPosted((await h.deliver("acme", "support", { subject: "Taken before the crash" })).messageId);
   const { messageId } = await h.deliver("acme", "support", { subject: "Crash in between" });
   const s = await offeredAndPosted(messageId);
