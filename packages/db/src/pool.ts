@@ -13,7 +13,7 @@ export interface PoolTls {
  * A pool whose idle-client errors (PostgreSQL restarting) are reported instead of crashing the
  * process: queries fail while the database is away and succeed again when it returns.
  */
-export function createPool(url: string, options: { max?: number; onError?: (error: Error) => void; tls?: PoolTls | undefined } = {}): pg.Pool {
+export function createPool(url: string, options: { max?: number; onError?: (error: Error) => void; tls?: PoolTls | undefined; queryTimeoutMs?: number } = {}): pg.Pool {
   const tls = options.tls;
   const pool = new pg.Pool({
     connectionString: url,
@@ -32,6 +32,11 @@ export function createPool(url: string, options: { max?: number; onError?: (erro
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: 30_000,
+    // The client's own bound, past the server's: a query on a connection whose server went away
+    // without a word (no FIN, no RST) would otherwise wait for ever and hold what called it — a
+    // consumer's message, a pacer's turn. It fails instead, and the caller's retry (or
+    // untilDatabaseAnswers) takes over.
+    query_timeout: options.queryTimeoutMs ?? 45_000,
   });
   pool.on("error", (error) => options.onError?.(error));
   return pool;

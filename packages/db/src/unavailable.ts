@@ -12,8 +12,10 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   if (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03") return true;
   if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"].includes(code)) return true;
   const message = typeof e?.message === "string" ? e.message : "";
-  // node-postgres reports a dropped socket and a pool wait timeout with these messages and no code.
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed/i.test(message);
+  // node-postgres reports a dropped socket, a pool wait timeout and a query that got no answer
+  // with these messages and no code.
+  // "Query read timeout": the pool's query_timeout ran out with no answer at all.
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed|Query read timeout/i.test(message);
 }
 
 /**
