@@ -240,3 +240,18 @@ export async function ensureDurable(nc: NatsConnection, stream: string, config: 
     return jetStreamOf(nc).consumers.get(stream, config.durable_name);
   });
 }
+
+/**
+ * Runs `work` on a message, telling JetStream every third of `ackWaitMs` that it is still in hand
+ * (`working()`). A consumer can then keep a short ack wait — a crashed process's messages come
+ * back within it — while a handler that legitimately waits (a send on a slow link, a session held
+ * for the pause between offers) keeps its message.
+ */
+export async function whileWorking<T>(msg: JsMsg, ackWaitMs: number, work: () => Promise<T>): Promise<T> {
+  const timer = setInterval(() => msg.working(), Math.max(1_000, Math.floor(ackWaitMs / 3)));
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}

@@ -5,7 +5,7 @@ export { publishJson, jetStreamOf, onPublished } from "./publish.js";
 export type { PublishOptions, PublishListener } from "./publish.js";
 export { PublishWindow, ContiguousPrefix } from "./publish-window.js";
 export type { PendingPublish, PublishWindowOptions } from "./publish-window.js";
-export { DurableConsumer, ack, backoffMs } from "./consume.js";
+export { DurableConsumer, ack, backoffMs, whileWorking } from "./consume.js";
 export type { DurableConsumerOptions, Verdict } from "./consume.js";
 export { BatchConsumer } from "./batch-consume.js";
 export type { BatchConsumerOptions, BatchItem } from "./batch-consume.js";

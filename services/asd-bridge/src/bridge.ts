@@ -1,7 +1,7 @@
 import { findMailbox, resolveSecret, type PostroomConfig, type Tenant } from "@postroom/config";
 import { MailArchived, type AcdStatus, type Names, type SendRequested, type SessionAssigned, type SessionCompleted, type SessionOffered } from "@postroom/contracts";
 import { queryAudit, recordAudit, untilDatabaseAnswers, type Pool } from "@postroom/db";
-import { ack, DurableConsumer, jetStreamOf, openKv, publishJson, traceHeaders, type NatsConnection, type Verdict } from "@postroom/nats-kit";
+import { ack, DurableConsumer, jetStreamOf, openKv, publishJson, traceHeaders, whileWorking, type NatsConnection, type Verdict } from "@postroom/nats-kit";
 import { errorFields, type Logger, type PostroomMetrics } from "@postroom/telemetry";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
@@ -42,6 +42,8 @@ export interface BridgeOptions {
 
 /** Waits longer than this are handed back to JetStream (nak with delay) instead of held in memory. */
 const MAX_HELD_WAIT_MS = 20_000;
+/** The archived-event consumer's ack wait: how soon a crashed bridge's emails are offered again. */
+const ARCHIVED_ACK_WAIT_MS = 30_000;
 /** How long an ACD's signed link to an email stays valid. */
 const EMAIL_LINK_TTL_S = 24 * 3600;
 
@@ -192,10 +194,14 @@ export class AsdBridge implements AgentActions {
       durable: names.consumers.asdBridgeArchived(tenant),
       filterSubject: names.subjects.wildcard.mailArchived(tenant),
       schema: MailArchived,
-      handler: (e, msg) => this.#onArchived(e, msg.subject),
+      // Kept while it waits for its mailbox's pause (up to MAX_HELD_WAIT_MS) by telling JetStream
+      // it is still in hand, so the ack wait can be short: a bridge killed with emails in hand
+      // gets them offered again within 30 s. (With a 5-minute ack wait the chaos run's settle
+      // ended before the emails a killed bridge held came back.)
+      handler: (e, msg) => whileWorking(msg, ARCHIVED_ACK_WAIT_MS, () => this.#onArchived(e, msg.subject)),
       // Several in hand so one mailbox's pause does not hold up another's.
       maxAckPending: 64,
-      ackWaitMs: 5 * 60_000,
+      ackWaitMs: ARCHIVED_ACK_WAIT_MS,
       onProblem: (p) => this.o.logger.warn({ subject: p.subject, reason: p.reason, ...(p.error ? errorFields(p.error) : {}) }, "session not offered yet"),
     });
     await this.#consumer.start();

@@ -14,7 +14,7 @@ import {
   openKv,
   openObjectStore,
   publishJson,
-  type JsMsg,
+  whileWorking,
   type KV,
   type NatsConnection,
   type ObjectStore,
@@ -215,9 +215,9 @@ export class SmtpSender {
       durable: names.consumers.smtpSender(tenant),
       filterSubject: names.subjects.wildcard.mailSend(tenant),
       schema: SendRequested,
-      handler: (c, msg) => this.#withProgress(msg, () => this.#onCommand(c, msg.subject)),
+      handler: (c, msg) => whileWorking(msg, ACK_WAIT_MS, () => this.#onCommand(c, msg.subject)),
       // Short, so a crashed sender's command comes back within half a minute; a long send (25 MB
-      // on a slow link) keeps its command by telling the server it is still working (#withProgress).
+      // on a slow link) keeps its command by telling the server it is still working (whileWorking).
       ackWaitMs: ACK_WAIT_MS,
       maxAckPending: this.o.concurrency ?? 32,
       // Every step is idempotent (the row decides), so a lost ack costs one redelivery that finds
@@ -236,15 +236,6 @@ export class SmtpSender {
     this.#graph.close();
   }
 
-  /** Runs `work`, telling JetStream every third of the ack wait that the command is still in hand. */
-  async #withProgress(msg: JsMsg, work: () => Promise<Verdict>): Promise<Verdict> {
-    const timer = setInterval(() => msg.working(), ACK_WAIT_MS / 3);
-    try {
-      return await work();
-    } finally {
-      clearInterval(timer);
-    }
-  }
 
   async #onCommand(c: SendRequested, subject: string): Promise<Verdict> {
     const log = this.o.logger.child({ tenant: c.tenant, mailbox: c.mailbox, commandId: c.commandId, kind: c.kind });
@@ -335,7 +326,7 @@ export class SmtpSender {
     // The duplicate window closes with the first of two writes to land: the receipt in JetStream
     // and this one-row UPDATE; nothing may run between the 250 and them. The server has the
     // message now, so a database outage must not fail this step (a retried command would send it
-    // again): the UPDATE waits for PostgreSQL, with the command still in hand (#withProgress keeps
+    // again): the UPDATE waits for PostgreSQL, with the command still in hand (whileWorking keeps
     // telling JetStream), and the receipt covers a sender killed while it waits. Found by the chaos
     // run: a reply delivered twice after PostgreSQL stopped between a 250 and this row, and again
     // when the sender waiting for it was killed.
