@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { ArchiveSettings } from "@postroom/config";
 import { ingestKey, type DiskAlert, type IngestControl, type Names, type SendRequested } from "@postroom/contracts";
 import type { Pool } from "@postroom/db";
-import { publishJson, type JetStreamClient, type KV } from "@postroom/nats-kit";
+import { publishJson, retryTransient, type JetStreamClient, type KV } from "@postroom/nats-kit";
 import { errorFields, type Logger } from "@postroom/telemetry";
 import { directoryBytes, filesystemSpace } from "./disk.js";
 import { formatBytes, GB, nextAlert, percentLeft, roomFor, type AlertKind, type AlertState, type DiskFacts, type Room } from "./disk-policy.js";
@@ -297,7 +297,9 @@ export class DiskGuard {
       by: this.#o.by,
       updatedAt: (this.#o.now?.() ?? new Date()).toISOString(),
     };
-    for (const m of this.#o.mailboxes) await this.#o.control.put(ingestKey(m.tenant, m.mailbox), JSON.stringify(entry));
+    // Retried while JetStream is between leaders: the full chaos profile's archiver exited at start
+    // on "no responders" for this put while a NATS node restarted.
+    for (const m of this.#o.mailboxes) await retryTransient(() => this.#o.control.put(ingestKey(m.tenant, m.mailbox), JSON.stringify(entry)));
     this.#pausedWritten = paused;
   }
 
