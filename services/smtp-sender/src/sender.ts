@@ -335,15 +335,8 @@ export class SmtpSender {
       await receipt;
       await this.o.beforeRecorded(c.commandId);
     }
-    const sent = await untilDatabaseAnswers(
-      () =>
-        this.o.pool.query<{ sent_at: Date }>(
-          "UPDATE sends SET state = 'sent', server_response = $2, sent_at = now(), last_error = NULL, refused = $3, updated_at = now() WHERE command_id = $1 RETURNING sent_at",
-          [c.commandId, result.response, JSON.stringify(refused)],
-        ),
-      (error, attempt) => log.warn({ attempt, problem: (error as Error)?.message ?? String(error) }, "database unavailable after the server took the message; recording it as sent once it returns"),
-    );
-    const done: SendRow = { ...row, state: "sent", server_response: result.response, sent_at: sent.rows[0]!.sent_at, refused };
+    const sentAt = await this.#markSent(c.commandId, result.response, refused, null, log);
+    const done: SendRow = { ...row, state: "sent", server_response: result.response, sent_at: sentAt, refused };
     this.o.events?.onSent?.({ tenant: c.tenant, mailbox: c.mailbox, kind: c.kind, bytes: Number(done.raw_size), attempts: done.attempts, ms: performance.now() - started });
     await this.o.afterAccepted?.(c.commandId);
     // A failed copy is written once more; if that fails too the command is redelivered, finds
@@ -404,15 +397,8 @@ export class SmtpSender {
       const receipt = await this.#receipts.read(c.tenant, c.commandId);
       if (receipt) {
         log.warn({ acceptedAt: receipt.acceptedAt }, "the server accepted this command before a crash; recording it as sent, not sending again");
-        const r = await untilDatabaseAnswers(
-          () =>
-            this.o.pool.query<{ sent_at: Date }>(
-              "UPDATE sends SET state = 'sent', server_response = $2, sent_at = $4, last_error = NULL, refused = $3, updated_at = now() WHERE command_id = $1 RETURNING sent_at",
-              [c.commandId, receipt.serverResponse, JSON.stringify(receipt.refused), receipt.acceptedAt],
-            ),
-          (error, attempt) => log.warn({ attempt, problem: (error as Error)?.message ?? String(error) }, "database unavailable while recording a receipt; waiting"),
-        );
-        return this.#finishSent(c, mailbox, rfcMessageId, { ...row, state: "sent", server_response: receipt.serverResponse, sent_at: r.rows[0]!.sent_at, refused: receipt.refused });
+        const sentAt = await this.#markSent(c.commandId, receipt.serverResponse, receipt.refused, new Date(receipt.acceptedAt), log);
+        return this.#finishSent(c, mailbox, rfcMessageId, { ...row, state: "sent", server_response: receipt.serverResponse, sent_at: sentAt, refused: receipt.refused });
       }
     }
     if (!mailbox.smtp) return { kind: "done", verdict: await this.#fail(c, true, `mailbox ${c.tenant}/${c.mailbox} has no smtp settings: add smtp (host, tls, port) to it in the config`, null, null) };
@@ -427,6 +413,23 @@ export class SmtpSender {
     }
     const marked = await this.o.pool.query<{ attempts: number }>("UPDATE sends SET state = 'sending', attempts = attempts + 1, updated_at = now() WHERE command_id = $1 RETURNING attempts", [c.commandId]);
     return { kind: "send", row: { ...row, state: "sending", attempts: marked.rows[0]!.attempts }, bytes: row.raw ?? undefined };
+  }
+
+  /**
+   * Records the server's acceptance in the row, waiting for PostgreSQL if it is away (the server
+   * has the message: failing here would send it again). `acceptedAt` is the receipt's time when
+   * the row is caught up after a crash; null means now.
+   */
+  async #markSent(commandId: string, response: string, refused: readonly { recipient: string; response: string }[], acceptedAt: Date | null, log: Logger): Promise<Date> {
+    const r = await untilDatabaseAnswers(
+      () =>
+        this.o.pool.query<{ sent_at: Date }>(
+          "UPDATE sends SET state = 'sent', server_response = $2, sent_at = COALESCE($4, now()), last_error = NULL, refused = $3, updated_at = now() WHERE command_id = $1 RETURNING sent_at",
+          [commandId, response, JSON.stringify(refused), acceptedAt],
+        ),
+      (error, attempt) => log.warn({ attempt, problem: (error as Error)?.message ?? String(error) }, "database unavailable after the server took the message; recording it as sent once it returns"),
+    );
+    return r.rows[0]!.sent_at;
   }
 
   /** The bookkeeping after a 250 a crash interrupted: archive copy, mail.sent, Sent copy — no new SMTP attempt. */
