@@ -70,14 +70,14 @@ async function postroom(port: number, connections: number): Promise<{ rate: numb
             address: "support@acme.test",
             inbound: { protocol: "imap", host: "127.0.0.1" },
             auth: { type: "password", password: "env:BENCH_SMTP_PASSWORD" },
-            // No rate limit in the way: this measures the path, not Exchange's quota.
-            smtp: { host: "127.0.0.1", port, tls: "none", ratePerMinute: 1_000_000 },
+            // No rate limits (messages or recipients) in the way: this measures the path, not Exchange's quota.
+            smtp: { host: "127.0.0.1", port, tls: "none", ratePerMinute: 1_000_000, recipientsPerMinute: 1_000_000 },
           },
         ],
       },
     ],
   });
-  const logger = createLogger({ service: "bench", level: "warn" });
+  const logger = createLogger({ service: "bench", level: (process.env.BENCH_LOG_LEVEL ?? "warn") as "warn" });
   const nc = await connectNats({ url: natsUrl(), name: "bench-smtp" });
   const pool = createPool(db.url);
   let sent = 0;
