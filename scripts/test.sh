@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the repository the way CI does: prepare the machine, install exactly the
-# locked dependencies, run every package's tests, then the end-to-end suite. Exits non-zero when
-# any test failed.
+# Runs every check of the repository the way CI does: prepare the machine, install exactly the
+# locked dependencies, lint and typecheck every package (tests and benchmarks included), run every
+# package's tests, then the end-to-end suite. Exits non-zero when any check or test failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/test-env.sh
@@ -15,6 +15,10 @@ export TURBO_TELEMETRY_DISABLED=1
 # every service as a process and measure memory and latency, so they get the machine to themselves.
 # The suite runs even when a package failed, so one run shows every failure.
 status=0
+# Lint and typecheck first (about 2.5 minutes here): a type error is cheaper to read than the test
+# failures it causes. They do not stop the tests, so one run still shows everything.
+pnpm run lint || status=1
+pnpm run typecheck || status=1
 pnpm run test:unit || status=1
 pnpm run test:e2e || status=1
 exit "$status"
