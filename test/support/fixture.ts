@@ -108,16 +108,27 @@ export class E2eWorld {
     return w;
   }
 
-  /** Waits until the poller has opened the mailbox (and so fixed its first-start cursor). */
-  async mailboxReady(timeoutMs = 30_000): Promise<void> {
+  /**
+   * Waits until the poller has opened the mailbox (and so fixed its first-start cursor). Five
+   * services start from cold here, beside other test files on two cores, so the wait is generous;
+   * a timeout names the last state the poller wrote and the services' output at that moment.
+   */
+  async mailboxReady(timeoutMs = 60_000): Promise<void> {
     const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
-    await waitFor(
-      async () => {
-        const e = await kv.get(this.names.mailboxKey("acme", "support"));
-        return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
-      },
-      { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
-    );
+    let state = "no status written";
+    try {
+      await waitFor(
+        async () => {
+          const e = await kv.get(this.names.mailboxKey("acme", "support"));
+          if (!e?.value.length) return false;
+          state = (e.json() as MailboxStatus).state;
+          return state === "idle";
+        },
+        { timeoutMs, what: "mailbox idle" },
+      );
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; last state: ${state}\n${this.system.dump()}`, { cause: error });
+    }
   }
 
   async rows<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
