@@ -4,8 +4,12 @@ export interface WaitForOptions {
   timeoutMs?: number;
   /** Pause between attempts (default 50 ms). */
   intervalMs?: number;
-  /** What is being waited for, in words, for the timeout message ("3 messages in the SMTP sink"). */
-  what?: string;
+  /**
+   * What is being waited for, in words, for the timeout message ("3 messages in the SMTP sink").
+   * A function is called only on timeout, so what it quotes (a process's output, a status) is what
+   * was there when the wait gave up, not when it began.
+   */
+  what?: string | (() => string);
 }
 
 /** Thrown by {@link waitFor} when the condition did not hold in time; `cause` is the last error. */
@@ -42,7 +46,6 @@ export async function waitFor<T>(
 ): Promise<Exclude<T, false | null | undefined>> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const intervalMs = options.intervalMs ?? 50;
-  const what = options.what ?? "condition";
   const started = Date.now();
   let lastValue: unknown;
   let lastError: unknown;
@@ -62,6 +65,7 @@ export async function waitFor<T>(
     const elapsed = Date.now() - started;
     if (elapsed >= timeoutMs) {
       const last = lastError === undefined ? `last value ${describe(lastValue)}` : `last error ${describe(lastError)}`;
+      const what = typeof options.what === "function" ? options.what() : (options.what ?? "condition");
       throw new WaitForTimeoutError(
         `Timed out after ${elapsed} ms (${attempts} attempts) waiting for ${what}; ${last}`,
         lastValue,

@@ -30,6 +30,30 @@ test("waitFor's timeout names what it waited for and the last error", async () =
   assert.ok(error.cause instanceof Error);
 });
 
+test("waitFor's 'what' as a function is read when the wait gives up, so it quotes the state then", async () => {
+  let output = "";
+  let reads = 0;
+  const error = await waitFor(
+    () => {
+      output += ".";
+      return false;
+    },
+    {
+      timeoutMs: 60,
+      intervalMs: 10,
+      what: () => {
+        reads += 1;
+        return `the poller (output ${output.length})`;
+      },
+    },
+  ).catch((e: unknown) => e);
+  assert.ok(error instanceof WaitForTimeoutError);
+  assert.equal(reads, 1);
+  // Read at the start it would say 0; the condition ran once per attempt before the timeout.
+  assert.match(error.message, new RegExp(`waiting for the poller \\(output ${output.length}\\)`));
+  assert.ok(output.length > 1);
+});
+
 test("freePorts gives distinct ports that can be bound", async () => {
   const ports = await freePorts(5);
   assert.equal(new Set(ports).size, 5);
