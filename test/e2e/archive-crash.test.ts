@@ -39,13 +39,13 @@ test("killing the archiver with SIGKILL during a burst of 1,000 messages, then r
   }
   await Promise.all(deliveries);
 
-  await waitFor(async () => (await count()) >= 150, { timeoutMs: 60_000, intervalMs: 20, what: `150 archived before the kill\n${w.system.dump()}` });
+  await waitFor(async () => (await count()) >= 150, { timeoutMs: 60_000, intervalMs: 20, what: () => `150 archived before the kill\n${w.system.dump()}` });
   await w.system.stopService("archiver", "SIGKILL");
   const atKill = await count();
   assert.ok(atKill < BURST, `killed mid-burst (${atKill} archived)`);
 
   w.system.startService("archiver");
-  await waitFor(async () => (await count()) === BURST, { timeoutMs: 100_000, intervalMs: 250, what: `${BURST} rows\n${w.system.dump()}` });
+  await waitFor(async () => (await count()) === BURST, { timeoutMs: 100_000, intervalMs: 250, what: () => `${BURST} rows\n${w.system.dump()}` });
 
   const rows = await w.rows<{ message_key: string; sha256: string; archive_path: string }>("SELECT message_key, sha256, archive_path FROM messages");
   assert.equal(rows.length, BURST);

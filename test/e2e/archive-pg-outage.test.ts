@@ -44,7 +44,7 @@ const count = async () => Number((await pool.query<{ n: string }>("SELECT count(
 
 test("stopping PostgreSQL for 30 s during a burst loses nothing: the archiver waits, then catches up", async () => {
   // Wait for the archiver's migrations before counting.
-  await waitFor(async () => (await pool.query("SELECT to_regclass('messages') AS t")).rows[0].t !== null, { timeoutMs: 30_000, what: `schema\n${w.system.dump()}` });
+  await waitFor(async () => (await pool.query("SELECT to_regclass('messages') AS t")).rows[0].t !== null, { timeoutMs: 30_000, what: () => `schema\n${w.system.dump()}` });
   const corpus = buildMailCorpus({ bigAttachmentBytes: 0 });
   const sent = new Map<string, string>();
   for (let uid = 1; uid <= BURST; uid++) {
@@ -52,7 +52,7 @@ test("stopping PostgreSQL for 30 s during a burst loses nothing: the archiver wa
     const { key, sha256 } = await feed.deliver(raw, uid);
     sent.set(key, sha256);
   }
-  await waitFor(async () => (await count()) >= 40, { timeoutMs: 60_000, intervalMs: 20, what: `40 archived before the outage\n${w.system.dump()}` });
+  await waitFor(async () => (await count()) >= 40, { timeoutMs: 60_000, intervalMs: 20, what: () => `40 archived before the outage\n${w.system.dump()}` });
 
   await db.stop();
   const stoppedAt = Date.now();
@@ -66,7 +66,7 @@ test("stopping PostgreSQL for 30 s during a burst loses nothing: the archiver wa
   await db.start();
   assert.ok(Date.now() - stoppedAt >= OUTAGE_MS);
 
-  await waitFor(async () => (await count().catch(() => -1)) === BURST, { timeoutMs: 60_000, intervalMs: 250, what: `${BURST} rows after the outage\n${w.system.dump()}` });
+  await waitFor(async () => (await count().catch(() => -1)) === BURST, { timeoutMs: 60_000, intervalMs: 250, what: () => `${BURST} rows after the outage\n${w.system.dump()}` });
   const rows = (await pool.query<{ message_key: string; sha256: string; archive_path: string }>("SELECT message_key, sha256, archive_path FROM messages")).rows;
   // now() is the transaction's start, so a row committed before the stop has archived_at before it.
   const late = await pool.query<{ message_key: string }>("SELECT message_key FROM messages WHERE message_key = ANY($1) AND archived_at >= to_timestamp($2 / 1000.0)", [confirmedDuring, stoppedAt]);

@@ -24,7 +24,7 @@ async function archived(key: string) {
       [key],
     );
     return r.length ? r : undefined;
-  }, { timeoutMs: 30_000, what: `${key} archived\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `${key} archived\n${w.system.dump()}` });
   return row!;
 }
 

@@ -21,7 +21,7 @@ test("mail that arrives while the archiver is down is archived exactly once afte
   for (let i = 0; i < 2; i++) uids.push((await w.dovecot.appendMessage(SUPPORT, customerEmail({ to: SUPPORT, subject: `before ${i}` }))).uid);
   await waitFor(async () => Number((await w.rows<{ n: string }>("SELECT count(*) AS n FROM messages"))[0]!.n) === 2, {
     timeoutMs: 20_000,
-    what: `first two archived\n${w.system.dump()}`,
+    what: () => `first two archived\n${w.system.dump()}`,
   });
 
   await w.system.stopService("archiver");
@@ -30,7 +30,7 @@ test("mail that arrives while the archiver is down is archived exactly once afte
   // The poller picks them up (IDLE) and publishes them; with no archiver nothing may be marked.
   await waitFor(async () => w.system.logs.filter((l) => l.service === "imap-poller" && l.line.includes("message published")).length >= 7, {
     timeoutMs: 20_000,
-    what: `poller published all seven\n${w.system.dump()}`,
+    what: () => `poller published all seven\n${w.system.dump()}`,
   });
   await new Promise((r) => setTimeout(r, 1000));
   const whileDown = await w.dovecot.flagsOf(SUPPORT);
@@ -40,14 +40,14 @@ test("mail that arrives while the archiver is down is archived exactly once afte
   w.system.startService("archiver");
   await waitFor(async () => Number((await w.rows<{ n: string }>("SELECT count(*) AS n FROM messages"))[0]!.n) === 7, {
     timeoutMs: 30_000,
-    what: `all seven archived\n${w.system.dump()}`,
+    what: () => `all seven archived\n${w.system.dump()}`,
   });
   await waitFor(
     async () => {
       const flags = await w.dovecot.flagsOf(SUPPORT);
       return uids.every((u) => flags.get(u)?.includes("\\Seen"));
     },
-    { timeoutMs: 20_000, what: `all seven seen\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `all seven seen\n${w.system.dump()}` },
   );
   const perUid = await w.rows<{ uid: string; n: string }>("SELECT uid, count(*) AS n FROM messages GROUP BY uid ORDER BY uid");
   assert.deepEqual(perUid.map((r) => Number(r.uid)), uids, "every message once");
@@ -59,7 +59,7 @@ test("mail that arrives while the archiver is down is archived exactly once afte
       const [row] = await w.rows<{ n: string }>("SELECT count(*) AS n FROM sessions");
       return Number(row!.n) >= 7 ? row!.n : undefined;
     },
-    { timeoutMs: 20_000, what: `seven sessions
+    { timeoutMs: 20_000, what: () => `seven sessions
 ${w.system.dump()}` },
   );
   assert.equal(sessions, "7", "one session per email");

@@ -84,7 +84,7 @@ async function signIn(mailbox: string, as = MAILBOX): Promise<{ code: number; ou
     waitFor(() => {
       // This command's code: several sign-ins may be under way at once.
       return w.idp.deviceCodes.find((d) => d.pendingPolls >= 1 && d.approvedBy === undefined && printed.includes(d.userCode));
-    }, { timeoutMs: 60_000, what: `a device code printed and polled for ${mailbox}\n${printed}\n${w.system.dump()}` }),
+    }, { timeoutMs: 60_000, what: () => `a device code printed and polled for ${mailbox}\n${printed}\n${w.system.dump()}` }),
     ended,
   ]);
   ended.catch(() => undefined);
@@ -139,14 +139,14 @@ test("with 8-second tokens, IMAP and POP3 reading and SMTP replies keep working 
   assert.ok(round >= 6, `${round} rounds`);
   await waitFor(async () => (await archived("support")) === round && (await archived("support-pop")) === round, {
     timeoutMs: 90_000,
-    what: `${round} messages archived from IMAP and from POP3\n${w.system.dump()}`,
+    what: () => `${round} messages archived from IMAP and from POP3\n${w.system.dump()}`,
   });
   const delivered = await waitFor(
     async () => {
       const subjects = await inboxSubjects(w.dovecot, CUSTOMER);
       return subjects.filter((s) => s.startsWith("Delegated update ")).length >= round ? subjects : undefined;
     },
-    { timeoutMs: 90_000, what: `${round} replies delivered\n${w.system.dump()}` },
+    { timeoutMs: 90_000, what: () => `${round} replies delivered\n${w.system.dump()}` },
   );
   assert.equal(new Set(delivered.filter((s) => s.startsWith("Delegated update "))).size, round);
 
@@ -172,7 +172,7 @@ test("a restarted token-service carries on from its sealed store without a new s
   const n = (await archived("support")) + 1;
   await w.dovecot.appendMessage(MAILBOX, customerMail(1000));
   await w.dovecot.doveadm(["kick", MAILBOX]).catch(() => "");
-  await waitFor(async () => (await archived("support")) === n && (await archived("support-pop")) === n, { timeoutMs: 90_000, what: `the message archived after the restart\n${w.system.dump()}` });
+  await waitFor(async () => (await archived("support")) === n && (await archived("support-pop")) === n, { timeoutMs: 90_000, what: () => `the message archived after the restart\n${w.system.dump()}` });
   await waitFor(() => w.idp.refreshRequests(PUBLIC_CLIENT_ID).slice(refreshes).some((r) => r.status === 200), { timeoutMs: 30_000, what: "a refresh after the restart" });
   assert.equal(w.idp.deviceCodes.length, codes, "no new sign-in");
 });
@@ -195,7 +195,7 @@ test("a revoked grant turns each mailbox needs-admin once, with the exact re-sig
         const s = e?.value.length ? MailboxStatus.parse(e.json()) : undefined;
         return s?.state === "needs-admin" ? s : undefined;
       },
-      { timeoutMs: 120_000, what: `${mailbox} needs-admin\n${w.system.dump()}` },
+      { timeoutMs: 120_000, what: () => `${mailbox} needs-admin\n${w.system.dump()}` },
     );
     assert.equal(status.lastError?.fix, `sign the mailbox in again: postroom auth sign-in --config ${configPath} --mailbox acme/${mailbox}`);
     assert.match(status.lastError?.message ?? "", /AADSTS50173/);

@@ -92,13 +92,13 @@ test("with 6-second tokens, IMAP reading and SMTP sending keep working over seve
   const refreshesBefore = w.idp.refreshRequests(GOOGLE_CLIENT_ID).length;
   // 20 s of 6-second tokens: more than three lifetimes.
   const round = await w.mailFlowFor(20_000, customerMail, "Google");
-  await waitFor(async () => (await archived()) === round, { timeoutMs: 90_000, what: `${round} messages archived\n${w.system.dump()}` });
+  await waitFor(async () => (await archived()) === round, { timeoutMs: 90_000, what: () => `${round} messages archived\n${w.system.dump()}` });
   await waitFor(
     async () => {
       const subjects = await inboxSubjects(w.dovecot, CUSTOMER);
       return new Set(subjects.filter((s) => s.startsWith("Google update "))).size === round;
     },
-    { timeoutMs: 90_000, what: `${round} replies delivered\n${w.system.dump()}` },
+    { timeoutMs: 90_000, what: () => `${round} replies delivered\n${w.system.dump()}` },
   );
   const log = await w.dovecot.readLog();
   assert.match(log, /imap-login: (Info: )?Login: user=<support@acme\.test>, method=XOAUTH2/);
@@ -118,7 +118,7 @@ test("a restarted token-service carries on from its sealed store without a new s
   const n = (await archived()) + 1;
   await w.dovecot.appendMessage(MAILBOX, customerMail(1000));
   await w.dovecot.doveadm(["kick", MAILBOX]).catch(() => "");
-  await waitFor(async () => (await archived()) === n, { timeoutMs: 90_000, what: `the message archived after the restart\n${w.system.dump()}` });
+  await waitFor(async () => (await archived()) === n, { timeoutMs: 90_000, what: () => `the message archived after the restart\n${w.system.dump()}` });
   await waitFor(() => w.idp.refreshRequests(GOOGLE_CLIENT_ID).slice(refreshes).some((r) => r.status === 200), { timeoutMs: 30_000, what: "a refresh after the restart" });
   assert.equal(w.idp.tokenRequests.filter((r) => r.fields.includes("code")).length, codes, "no new sign-in");
 });
@@ -137,7 +137,7 @@ test("a revoked grant turns the mailbox needs-admin with the exact re-sign-in co
       const s = e?.value.length ? MailboxStatus.parse(e.json()) : undefined;
       return s?.state === "needs-admin" ? s : undefined;
     },
-    { timeoutMs: 120_000, what: `support needs-admin\n${w.system.dump()}` },
+    { timeoutMs: 120_000, what: () => `support needs-admin\n${w.system.dump()}` },
   );
   assert.equal(status.lastError?.fix, `sign the mailbox in again: postroom auth sign-in --config ${configPath} --mailbox acme/support`);
   assert.match(status.lastError?.message ?? "", /invalid_grant/);

@@ -95,14 +95,14 @@ test("with 5-second tokens, a minute of IMAP reading, POP3 logins and SMTP repli
   // Every customer message archived, every reply delivered into the customer's real mailbox.
   await waitFor(
     async () => (await w.rows<{ n: string }>("SELECT count(*) AS n FROM messages WHERE direction = 'inbound'"))[0]!.n === String(round),
-    { timeoutMs: 60_000, what: `${round} inbound messages archived\n${w.system.dump()}` },
+    { timeoutMs: 60_000, what: () => `${round} inbound messages archived\n${w.system.dump()}` },
   );
   const delivered = await waitFor(
     async () => {
       const subjects = await inboxSubjects(w.dovecot, CUSTOMER);
       return subjects.length >= round ? subjects : undefined;
     },
-    { timeoutMs: 60_000, what: `${round} replies delivered to ${CUSTOMER}\n${w.system.dump()}` },
+    { timeoutMs: 60_000, what: () => `${round} replies delivered to ${CUSTOMER}\n${w.system.dump()}` },
   );
   assert.equal(new Set(delivered.filter((s) => s.startsWith("Update "))).size, round);
 
@@ -135,7 +135,7 @@ test("an app without a grant on the mailbox is refused at IMAP AUTHENTICATE; the
         const s = e?.value.length ? (e.json() as { state: string; lastError: { code: string | null; fix: string | null } | null }) : undefined;
         return s?.state === "needs-admin" ? s : undefined;
       },
-      { timeoutMs: 60_000, what: `needs-admin\n${w.system.dump()}` },
+      { timeoutMs: 60_000, what: () => `needs-admin\n${w.system.dump()}` },
     );
     assert.ok(status.lastError?.fix);
     const lines = w.system.logs.filter((l) => l.service === "imap-poller").map((l) => l.line);

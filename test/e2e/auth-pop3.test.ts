@@ -43,7 +43,7 @@ test("an OAuth mailbox is read over POP3 by the poller with XOAUTH2 and a token 
       );
       return r.length === 2 ? r : undefined;
     },
-    { timeoutMs: 60_000, what: `the message archived from both the IMAP and the POP3 mailbox\n${w.system.dump()}` },
+    { timeoutMs: 60_000, what: () => `the message archived from both the IMAP and the POP3 mailbox\n${w.system.dump()}` },
   );
   assert.deepEqual(
     rows.map((r) => [r.mailbox, r.protocol]),

@@ -28,7 +28,7 @@ test("SIGKILL of the mail stream's leader while emails arrive and are archived l
   const stream = c.w.names.streams.mail;
   for (let i = 0; i < 15; i++) await c.append(`before ${i}`);
   // The archiver and asd-bridge are at work (not still starting) when the leader dies.
-  await waitFor(async () => (await c.w.rows("SELECT 1 FROM sessions")).length >= 5, { timeoutMs: 90_000, what: `first sessions\n${c.w.system.dump()}` });
+  await waitFor(async () => (await c.w.rows("SELECT 1 FROM sessions")).length >= 5, { timeoutMs: 90_000, what: () => `first sessions\n${c.w.system.dump()}` });
   const leader = await c.cluster.leaderOf(stream);
   await c.cluster.kill(leader);
   try {

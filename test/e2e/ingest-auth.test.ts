@@ -54,6 +54,6 @@ test("a wrong password leads to needs-admin with the server's text, a handful of
   await w.waitForState("acme", "support", "idle", 30_000);
   console.log(`recovered ${Date.now() - fixedAt} ms after the password was fixed`);
   await w.dovecot.appendMessage(USER, customerEmail({ to: USER, subject: "after the fix" }));
-  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages")) === 1, { timeoutMs: 20_000, what: `archived\n${w.dump()}` });
+  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages")) === 1, { timeoutMs: 20_000, what: () => `archived\n${w.dump()}` });
   assert.equal(poller.logs.filter((l) => l.includes(RIGHT) || l.includes("a wrong password")).length, 0, "no password in the poller's logs");
 });

@@ -40,7 +40,7 @@ test("new mail in an idle mailbox is published in under 2 s, without waiting for
   const took = Date.now() - started;
   console.log(`arrival to mail.received over IDLE: ${took} ms`);
   assert.ok(took < 2_000, `published after ${took} ms`);
-  await waitFor(async () => (await archivedUids()).size === 1, { timeoutMs: 20_000, what: `first archived\n${w.dump()}` });
+  await waitFor(async () => (await archivedUids()).size === 1, { timeoutMs: 20_000, what: () => `first archived\n${w.dump()}` });
 });
 
 test("SIGKILL in the middle of a 2,000-message backlog: after a restart every message is archived exactly once, none seen before archived", async () => {
@@ -62,7 +62,7 @@ test("SIGKILL in the middle of a 2,000-message backlog: after a restart every me
       sawBacklog = Math.max(sawBacklog, (await w.status("acme", "support"))?.backlog ?? 0);
       return poller.count("message published") >= 400;
     },
-    { timeoutMs: 60_000, intervalMs: 100, what: `400 published\n${w.dump()}` },
+    { timeoutMs: 60_000, intervalMs: 100, what: () => `400 published\n${w.dump()}` },
   );
   await poller.kill("SIGKILL");
   const atKill = poller.count("message published");
@@ -79,13 +79,13 @@ test("SIGKILL in the middle of a 2,000-message backlog: after a restart every me
       violations.push(...(await seenBeforeArchived()));
       return (await archivedUids()).size === total;
     },
-    { timeoutMs: 100_000, intervalMs: 1_000, what: `all archived\n${w.dump()}` },
+    { timeoutMs: 100_000, intervalMs: 1_000, what: () => `all archived\n${w.dump()}` },
   );
   console.log(`all ${total} archived ${Date.now() - restartedAt} ms after the restart`);
   await waitFor(async () => [...(await w.dovecot.flagsOf(USER)).values()].every((f) => f.includes("\\Seen")), {
     // One action may wait for the 30 s ack deadline of the killed replica's consumer.
     timeoutMs: 60_000,
-    what: `all seen\n${w.dump()}`,
+    what: () => `all seen\n${w.dump()}`,
   });
   assert.deepEqual(violations, [], "no message was marked seen before it was archived");
   assert.equal(await w.count("SELECT count(*) AS n FROM messages"), total, "every message exactly once");

@@ -87,7 +87,7 @@ test(`a backlog of ${BACKLOG} arrives through delta paging exactly once, byte fo
       samples++;
       return seen === BACKLOG;
     },
-    { timeoutMs: 240_000, intervalMs: 500, what: `all ${BACKLOG} marked read\n${w.system.dump()}` },
+    { timeoutMs: 240_000, intervalMs: 500, what: () => `all ${BACKLOG} marked read\n${w.system.dump()}` },
   );
   assert.ok(samples > 3, `the invariant was sampled ${samples} times`);
   const rows = await w.rows<{ sha256: string; protocol: string; uidl: string }>("SELECT sha256, protocol, uidl FROM messages WHERE mailbox = 'support' AND direction = 'inbound'");
@@ -109,13 +109,13 @@ test("throttling (429 with Retry-After) and a lost delta state (410) cost a wait
   const before = mime200();
   w.graph.throttle(3, 1);
   await append(BACKLOG + 1, BACKLOG + 10);
-  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 10, { timeoutMs: 60_000, what: `10 more archived\n${w.system.dump()}` });
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 10, { timeoutMs: 60_000, what: () => `10 more archived\n${w.system.dump()}` });
   assert.ok(w.graph.requests.some((r) => r.status === 429), "the poller was throttled");
 
   w.graph.expireDeltaTokens();
   const resyncFrom = w.graph.requests.length;
   await append(BACKLOG + 11, BACKLOG + 20);
-  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 20, { timeoutMs: 90_000, what: `10 more after the resync\n${w.system.dump()}` });
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 20, { timeoutMs: 90_000, what: () => `10 more after the resync\n${w.system.dump()}` });
   const after410 = w.graph.requests.slice(resyncFrom);
   const gone = after410.findIndex((r) => r.status === 410);
   assert.ok(gone >= 0, "the old delta token was refused with 410");
@@ -144,7 +144,7 @@ test("an app taken out of the mailbox's Graph scope turns the mailbox needs-admi
   assert.match(status.lastError?.fix ?? "", /Mail\.ReadWrite.*New-ManagementRoleAssignment/);
   w.graph.grant(MAILBOX, APP_ID);
   await append(BACKLOG + 21, BACKLOG + 21);
-  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 21, { timeoutMs: 60_000, what: `archived after the grant\n${w.system.dump()}` });
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'support'")) === BACKLOG + 21, { timeoutMs: 60_000, what: () => `archived after the grant\n${w.system.dump()}` });
 });
 
 test("a delegated Graph mailbox signs in with the device code and reads its folder with the person's token", { timeout: 180_000 }, async () => {
@@ -152,7 +152,7 @@ test("a delegated Graph mailbox signs in with the device code and reads its fold
   const run = runPostroom(["auth", "sign-in", "--config", configPath, "--mailbox", "acme/escalations"], operatorEnv(w.security), (text) => (printed = text));
   const code = await waitFor(() => w.idp.deviceCodes.find((d) => d.pendingPolls >= 1 && d.approvedBy === undefined && printed.includes(d.userCode)), {
     timeoutMs: 60_000,
-    what: `a device code printed and polled\n${printed}\n${w.system.dump()}`,
+    what: () => `a device code printed and polled\n${printed}\n${w.system.dump()}`,
   });
   assert.deepEqual(code.scopes.filter((s) => s.includes("graph.microsoft.com")).sort(), ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"]);
   w.idp.approveDeviceCode(code.userCode, MAILBOX);
@@ -161,7 +161,7 @@ test("a delegated Graph mailbox signs in with the device code and reads its fold
   // The first complete walk starts the folder "from now": mail appended after it is new.
   await w.mailboxReady(60_000, "escalations");
   const hashes = await append(9001, 9003, "Archive");
-  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'escalations'")) === 3, { timeoutMs: 60_000, what: `3 archived from Archive\n${w.system.dump()}` });
+  await waitFor(async () => (await count("SELECT count(*) AS n FROM messages WHERE mailbox = 'escalations'")) === 3, { timeoutMs: 60_000, what: () => `3 archived from Archive\n${w.system.dump()}` });
   const rows = await w.rows<{ sha256: string }>("SELECT sha256 FROM messages WHERE mailbox = 'escalations'");
   assert.deepEqual(rows.map((r) => r.sha256).sort(), [...hashes].sort());
   await waitFor(async () => [...(await w.dovecot.flagsOf(MAILBOX, "Archive")).values()].filter((f) => f.includes("\\Seen")).length === 3, { timeoutMs: 30_000, what: "marked read" });

@@ -74,7 +74,7 @@ async function ingestWatchingMemory(user: string, mailbox: string): Promise<void
     await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages WHERE mailbox = $1", [mailbox])) === 1, {
       timeoutMs: 90_000,
       intervalMs: 250,
-      what: `the 40 MB message archived\n${w.dump()}`,
+      what: () => `the 40 MB message archived\n${w.dump()}`,
     });
   } finally {
     clearInterval(sampler);

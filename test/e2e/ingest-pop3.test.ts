@@ -35,8 +35,8 @@ test("POP3 leave-on-server and delete-after-archiving each deliver every message
     await w.dovecot.appendMessage(LEAVE, customerEmail({ to: LEAVE, subject: `leave ${i}` }));
     await w.dovecot.appendMessage(DELETE, customerEmail({ to: DELETE, subject: `delete ${i}` }));
   }
-  await waitFor(async () => (await archived("leave")) === 3 && (await archived("delete")) === 3, { timeoutMs: 30_000, what: `6 archived\n${w.dump()}` });
-  await waitFor(async () => (await onServer(DELETE)) === 0, { timeoutMs: 20_000, what: `deleted after archiving\n${w.dump()}` });
+  await waitFor(async () => (await archived("leave")) === 3 && (await archived("delete")) === 3, { timeoutMs: 30_000, what: () => `6 archived\n${w.dump()}` });
+  await waitFor(async () => (await onServer(DELETE)) === 0, { timeoutMs: 20_000, what: () => `deleted after archiving\n${w.dump()}` });
   assert.equal(await onServer(LEAVE), 3, "leave-on-server never deletes");
   const firstPublished = poller.count("message published");
 
@@ -47,10 +47,10 @@ test("POP3 leave-on-server and delete-after-archiving each deliver every message
     await w.dovecot.appendMessage(DELETE, customerEmail({ to: DELETE, subject: `delete ${i}` }));
   }
   poller = w.startPoller("second");
-  await waitFor(async () => (await archived("leave")) === 5 && (await archived("delete")) === 5, { timeoutMs: 40_000, what: `10 archived\n${w.dump()}` });
+  await waitFor(async () => (await archived("leave")) === 5 && (await archived("delete")) === 5, { timeoutMs: 40_000, what: () => `10 archived\n${w.dump()}` });
   // A "mail.archived" the server handed to the killed process's pull request is redelivered
   // after the commit consumer's 30 s ack deadline: the deletion may wait that long, never less safe.
-  await waitFor(async () => (await onServer(DELETE)) === 0, { timeoutMs: 45_000, what: `deleted after archiving\n${w.dump()}` });
+  await waitFor(async () => (await onServer(DELETE)) === 0, { timeoutMs: 45_000, what: () => `deleted after archiving\n${w.dump()}` });
   // Several more sessions over the five messages left on the server: none is fetched again.
   const sessionsBefore = (await w.dovecot.readLog()).split("\n").filter((l) => l.includes("pop3(leave@acme.test)") && l.includes("Disconnected")).length;
   await waitFor(

@@ -47,7 +47,7 @@ function ownerOf(p: PollerProcess): string {
 
 test("two replicas share 40 mailboxes; one is killed; all 40 keep being polled within the bound and never by both at once", async () => {
   a = w.startPoller("a", w.tenantPollerEnv("acme"));
-  await waitFor(async () => [...(await owners(acme)).values()].every((o) => o !== null), { timeoutMs: 40_000, what: `a owns all\n${w.dump()}` });
+  await waitFor(async () => [...(await owners(acme)).values()].every((o) => o !== null), { timeoutMs: 40_000, what: () => `a owns all\n${w.dump()}` });
   b = w.startPoller("b", w.tenantPollerEnv("acme"));
   // Adding a replica spreads the mailboxes.
   const spread = await waitFor(
@@ -57,13 +57,13 @@ test("two replicas share 40 mailboxes; one is killed; all 40 keep being polled w
       const byA = o.filter((x) => x === ownerOf(a)).length;
       return byA === 20 && byB === 20 ? { byA, byB } : undefined;
     },
-    { timeoutMs: 40_000, what: `an even spread\n${w.dump()}` },
+    { timeoutMs: 40_000, what: () => `an even spread\n${w.dump()}` },
   );
   console.log(`spread after the second replica joined: a=${spread.byA} b=${spread.byB}`);
 
   // Mail to every mailbox is ingested by whichever replica owns it.
   for (const m of acme) await w.dovecot.appendMessage(m.user, customerEmail({ to: m.user, subject: `first ${m.id}` }));
-  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages")) === 40, { timeoutMs: 40_000, what: `40 archived\n${w.dump()}` });
+  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages")) === 40, { timeoutMs: 40_000, what: () => `40 archived\n${w.dump()}` });
 
   const bOwned = [...(await owners(acme)).entries()].filter(([, o]) => o === ownerOf(b)).map(([id]) => id);
   const killedAt = Date.now();
@@ -77,7 +77,7 @@ test("two replicas share 40 mailboxes; one is killed; all 40 keep being polled w
       }
       return true;
     },
-    { timeoutMs: 30_000, intervalMs: 100, what: `takeover\n${w.dump()}` },
+    { timeoutMs: 30_000, intervalMs: 100, what: () => `takeover\n${w.dump()}` },
   );
   const took = Date.now() - killedAt;
   console.log(`takeover of ${bOwned.length} mailboxes, checked again, ${took} ms after SIGKILL (stated bound ${TAKEOVER_BOUND_MS} ms)`);
@@ -86,7 +86,7 @@ test("two replicas share 40 mailboxes; one is killed; all 40 keep being polled w
   for (const id of bOwned) await w.dovecot.appendMessage(`${id}@acme.test`, customerEmail({ to: `${id}@acme.test`, subject: `after ${id}` }));
   await waitFor(async () => (await w.count("SELECT count(*) AS n FROM messages")) === 40 + bOwned.length, {
     timeoutMs: 30_000,
-    what: `mail after the kill archived\n${w.dump()}`,
+    what: () => `mail after the kill archived\n${w.dump()}`,
   });
   assert.equal(await w.count("SELECT count(*) AS n FROM (SELECT rfc_message_id FROM messages GROUP BY rfc_message_id HAVING count(*) > 1) d"), 0, "nothing twice");
 
@@ -111,7 +111,7 @@ test("two replicas share 40 mailboxes; one is killed; all 40 keep being polled w
 
 test("a replica restricted to a tenant polls only that tenant's mailboxes", async () => {
   c = w.startPoller("c", w.tenantPollerEnv("beta"));
-  await waitFor(async () => [...(await owners(beta)).values()].every((o) => o === ownerOf(c)), { timeoutMs: 30_000, what: `c owns beta\n${w.dump()}` });
+  await waitFor(async () => [...(await owners(beta)).values()].every((o) => o === ownerOf(c)), { timeoutMs: 30_000, what: () => `c owns beta\n${w.dump()}` });
   assert.ok([...(await owners(acme, false)).values()].every((o) => o === ownerOf(a)), "acme stays with a");
   assert.equal(a.count('"tenant":"beta"'), 0, "a never touched beta");
 });

@@ -27,15 +27,15 @@ test("after the folder is recreated with a new UIDVALIDITY, no message is offere
   const twin = customerEmail({ to: USER, subject: "sent twice", messageId: "<twin@customer.example>" });
   await w.dovecot.appendMessage(USER, twin);
   await w.dovecot.appendMessage(USER, twin);
-  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM sessions")) === 7, { timeoutMs: 30_000, what: `7 offered\n${w.dump()}` });
+  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM sessions")) === 7, { timeoutMs: 30_000, what: () => `7 offered\n${w.dump()}` });
 
   const { before: oldValidity, after: newValidity } = await w.dovecot.recreateFolder(USER);
   assert.notEqual(oldValidity, newValidity);
   await w.dovecot.appendMessage(USER, customerEmail({ to: USER, subject: "arrived during the change" }));
 
-  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM sessions")) === 8, { timeoutMs: 40_000, what: `the new one offered\n${w.dump()}` });
+  await waitFor(async () => (await w.count("SELECT count(*) AS n FROM sessions")) === 8, { timeoutMs: 40_000, what: () => `the new one offered\n${w.dump()}` });
   // Let the poller finish the folder (every re-mapped UID passes through the cursor).
-  await waitFor(async () => poller.count("re-mapped after UIDVALIDITY change") >= 7, { timeoutMs: 30_000, what: `7 re-mapped\n${w.dump()}` });
+  await waitFor(async () => poller.count("re-mapped after UIDVALIDITY change") >= 7, { timeoutMs: 30_000, what: () => `7 re-mapped\n${w.dump()}` });
   await waitFor(async () => (await w.status("acme", "support"))?.state === "idle", { timeoutMs: 20_000 });
   await new Promise((r) => setTimeout(r, 2_000)); // anything wrongly published would be archived by now
 

@@ -44,7 +44,7 @@ async function rowOf(key: string, what: string): Promise<Row> {
   const [row] = await waitFor(async () => {
     const r = await w.rows<Row>("SELECT * FROM messages WHERE message_key = $1", [key]);
     return r.length ? r : undefined;
-  }, { timeoutMs: 30_000, what: `${what} archived\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `${what} archived\n${w.system.dump()}` });
   return row!;
 }
 
@@ -62,11 +62,11 @@ test("every message of a 151-message corpus gets the verdict, flags, addresses, 
   await waitFor(async () => (await w.rows<{ n: string }>("SELECT count(*) AS n FROM messages WHERE message_key = ANY($1)", [[...keys.values()]]))[0]!.n === String(corpus.length), {
     timeoutMs: 60_000,
     intervalMs: 250,
-    what: `${corpus.length} archived\n${w.system.dump()}`,
+    what: () => `${corpus.length} archived\n${w.system.dump()}`,
   });
   await waitFor(async () => (await w.rows<{ n: string }>("SELECT count(*) AS n FROM sessions"))[0]!.n === String(offered), {
     timeoutMs: 30_000,
-    what: `${offered} sessions\n${w.system.dump()}`,
+    what: () => `${offered} sessions\n${w.system.dump()}`,
   });
   const wrong: string[] = [];
   for (const m of corpus) {
@@ -109,7 +109,7 @@ test("mail from the mailbox itself and the echo of Postroom's own reply are arch
   const self = await waitFor(async () => {
     const r = await w.rows<Row>("SELECT m.* FROM messages m WHERE subject = 'Note to self' AND direction = 'inbound'");
     return r[0];
-  }, { timeoutMs: 30_000, what: `note to self archived\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `note to self archived\n${w.system.dump()}` });
   const echoed = await rowOf(echo, "the echo");
   assert.deepEqual([self.classification, self.classification_reason], ["loop", "From is the mailbox's own address support@acme.test"]);
   assert.deepEqual([echoed.classification, echoed.classification_reason], ["loop", "X-Postroom-Loop: acme/support (Postroom's own message came back)"]);
@@ -127,11 +127,11 @@ test("a DSN that arrives later for one of Postroom's replies is classified bounc
   const [send] = await waitFor(async () => {
     const r = await w.rows<{ state: string; rfc_message_id: string }>("SELECT state, rfc_message_id FROM sends WHERE command_id = 'bounce-reply-0001' AND state = 'sent'");
     return r.length ? r : undefined;
-  }, { timeoutMs: 30_000, what: `reply sent\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `reply sent\n${w.system.dump()}` });
   const dsn = await waitFor(async () => {
     const r = await w.rows<Row>("SELECT * FROM messages WHERE direction = 'inbound' AND bounce_of = $1", [send!.rfc_message_id]);
     return r[0];
-  }, { timeoutMs: 40_000, what: `the DSN archived and linked\n${w.system.dump()}` });
+  }, { timeoutMs: 40_000, what: () => `the DSN archived and linked\n${w.system.dump()}` });
   assert.equal(dsn.classification, "bounce");
   assert.equal(dsn.bounce_status, "5.1.1");
   assert.match(dsn.bounce_diagnostic ?? "", /550 5\.1\.1/);
@@ -155,10 +155,10 @@ test(`a looping auto-responder that answers every mail it gets is offered ${MAX}
   const rows = await waitFor(async () => {
     const r = await w.rows<Row & { offer: boolean }>("SELECT * FROM messages WHERE direction = 'inbound' AND from_address = $1", [COLLEAGUE]);
     return r.length === answers ? r : undefined;
-  }, { timeoutMs: 40_000, what: `${answers} answers archived\n${w.system.dump()}` });
+  }, { timeoutMs: 40_000, what: () => `${answers} answers archived\n${w.system.dump()}` });
   await waitFor(async () => (await w.rows<{ n: string }>("SELECT count(*) AS n FROM sessions s JOIN messages m ON m.id = s.message_id WHERE m.from_address = $1", [COLLEAGUE]))[0]!.n === String(MAX), {
     timeoutMs: 20_000,
-    what: `${MAX} sessions for the responder\n${w.system.dump()}`,
+    what: () => `${MAX} sessions for the responder\n${w.system.dump()}`,
   });
   const held = rows.filter((r) => !r.offer);
   assert.equal(held.length, answers - MAX);

@@ -139,7 +139,7 @@ test("every service answers /healthz and is ready on /readyz once connected to N
         const res = await fetch(`http://127.0.0.1:${ports.get(s)}/readyz`);
         return res.status === 200 ? ((await res.json()) as { checks: Record<string, { ok: boolean }> }) : undefined;
       },
-      { timeoutMs: 30_000, what: `${s} ready\n${w.system.dump()}` },
+      { timeoutMs: 30_000, what: () => `${s} ready\n${w.system.dump()}` },
     );
     const expected = s === "token-service" || s === "imap-poller" ? ["nats", "started"] : ["nats", "postgres", "started"];
     assert.deepEqual(Object.keys(report.checks).sort(), expected, `${s} checks`);
@@ -152,7 +152,7 @@ test("one email's trace has spans from imap-poller, archiver, asd-bridge and, fo
   const key = `acme/support/imap/INBOX/${uidValidity}/${uid}`;
   await waitFor(async () => (await w.rows("SELECT 1 FROM sessions s JOIN messages m ON m.id = s.message_id WHERE m.message_key = $1", [key])).length > 0, {
     timeoutMs: 30_000,
-    what: `session offered\n${w.system.dump()}`,
+    what: () => `session offered\n${w.system.dump()}`,
   });
   const fetched = await waitFor(async () => spans.find((s) => s.service === "imap-poller" && s.name === "publish" && s.attributes["messaging.message.id"] === key), {
     timeoutMs: 20_000,
@@ -169,7 +169,7 @@ test("one email's trace has spans from imap-poller, archiver, asd-bridge and, fo
       const { sessions } = (await api("/api/sessions", undefined, token)) as { sessions: { id: string; subject: string }[] };
       return sessions.find((x) => x.subject === "Trace me")?.id;
     },
-    { timeoutMs: 20_000, what: `the traced email reserved for ann\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `the traced email reserved for ann\n${w.system.dump()}` },
   );
   await api(`/api/sessions/${sessionId}/accept`, {}, token);
   await api(`/api/sessions/${sessionId}/reply`, { text: "Found it.", requestId: "trace-reply-1" }, token);
@@ -198,7 +198,7 @@ test("/metrics of every service shows the operators' metrics with values that ma
   // before it is offered, and counting in between would undercount what the bridge observes.
   await waitFor(async () => Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM sessions WHERE offered_at IS NOT NULL"))[0]!.n) >= 3, {
     timeoutMs: 30_000,
-    what: `three sessions offered\n${w.system.dump()}`,
+    what: () => `three sessions offered\n${w.system.dump()}`,
   });
   const offered = Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM sessions WHERE offered_at IS NOT NULL"))[0]!.n);
   const archivedRows = Number((await w.rows<{ n: string }>("SELECT count(*)::text AS n FROM messages WHERE direction = 'inbound'"))[0]!.n);
@@ -213,7 +213,7 @@ test("/metrics of every service shows the operators' metrics with values that ma
       total(m.get(METRICS.mailboxState.name), /mailbox="broken".*state="needs-admin"/) === 1 &&
       total(m.get(METRICS.handled.name), /result="ack"/) >= 3;
     return ready ? m : undefined;
-  }, { timeoutMs: 30_000, what: `poller metrics\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `poller metrics\n${w.system.dump()}` });
   assert.equal(total(poller.get(METRICS.messagesFetched.name), /mailbox="support"/), 3, "three messages fetched");
   assert.equal(total(poller.get(METRICS.bytesFetched.name), /mailbox="support"/), bytes, "bytes fetched = bytes archived");
   assert.equal(total(poller.get(METRICS.mailboxState.name), /mailbox="support".*state="idle"/), 1);
@@ -227,7 +227,7 @@ test("/metrics of every service shows the operators' metrics with values that ma
   const archiver = await waitFor(async () => {
     const m = await scrape("archiver");
     return total(m.get(METRICS.handled.name), /result="ack"/) >= 3 && total(m.get(METRICS.consumerPending.name)) === 0 ? m : undefined;
-  }, { timeoutMs: 30_000, what: `archiver metrics\n${w.system.dump()}` });
+  }, { timeoutMs: 30_000, what: () => `archiver metrics\n${w.system.dump()}` });
   assert.equal(total(archiver.get(METRICS.messagesArchived.name)), archivedRows, "archived once each");
   assert.ok(total(archiver.get(METRICS.handled.name), /result="ack"/) >= 3);
   assert.ok((archiver.get(`${METRICS.handleDuration.name}_count`) ?? []).length > 0);

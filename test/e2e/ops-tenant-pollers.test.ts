@@ -51,7 +51,7 @@ test("a tenant with poller replicas 3 runs three pollers restricted to it, which
       const counts = ids.map((id) => out.filter((o) => o === id).length);
       return counts.every((c) => c === acme.length / acmeReplicas) ? { out, ids } : undefined;
     },
-    { timeoutMs: 60_000, what: `an even spread over ${acmeReplicas} replicas\n${w.dump()}` },
+    { timeoutMs: 60_000, what: () => `an even spread over ${acmeReplicas} replicas\n${w.dump()}` },
   );
   assert.ok(owners.out.every((o) => owners.ids.includes(o)), "only these replicas own acme's mailboxes");
 

@@ -65,14 +65,14 @@ test("with one least-privilege user per service, an email is archived, offered, 
       const rows = await w.rows<{ id: string }>("SELECT id FROM messages WHERE message_key = $1", [archivedKey]);
       return rows.length ? rows : undefined;
     },
-    { timeoutMs: 30_000, what: `archived\n${w.system.dump()}` },
+    { timeoutMs: 30_000, what: () => `archived\n${w.system.dump()}` },
   );
   assert.deepEqual(await w.emlOf(archivedKey), raw);
   await waitFor(async () => (await w.rows("SELECT 1 FROM session_events e JOIN sessions s ON s.id = e.session_id WHERE s.message_id = $1 AND e.state = 'offered'", [row!.id])).length > 0, {
     timeoutMs: 20_000,
-    what: `offered\n${w.system.dump()}`,
+    what: () => `offered\n${w.system.dump()}`,
   });
-  await waitFor(async () => (await w.dovecot.flagsOf(SUPPORT)).get(uid)?.includes("\\Seen") ?? false, { timeoutMs: 20_000, what: `seen\n${w.system.dump()}` });
+  await waitFor(async () => (await w.dovecot.flagsOf(SUPPORT)).get(uid)?.includes("\\Seen") ?? false, { timeoutMs: 20_000, what: () => `seen\n${w.system.dump()}` });
 
   const before = w.smtp.messages.length;
   await w.requestSend({ commandId: "reply-lp-0001", tenant: "acme", mailbox: "support", kind: "reply", original: archivedKey, to: ["ann@customer.example"], text: "Done." });
@@ -81,7 +81,7 @@ test("with one least-privilege user per service, an email is archived, offered, 
   // The reply is archived as part of the conversation (archiver reads smtp-sender's object).
   await waitFor(async () => (await w.rows("SELECT 1 FROM messages WHERE message_key = $1", ["acme/support/sent/reply-lp-0001"])).length > 0, {
     timeoutMs: 20_000,
-    what: `reply archived\n${w.system.dump()}`,
+    what: () => `reply archived\n${w.system.dump()}`,
   });
   const [sends] = await w.rows<{ raw_object: string }>("SELECT raw_object FROM sends WHERE command_id = 'reply-lp-0001'");
   rawObject = sends!.raw_object;

@@ -32,14 +32,14 @@ test("an email is archived, offered and marked seen, and the agent's reply goes 
       const rows = await w.rows<{ id: string }>("SELECT id FROM messages WHERE message_key = $1", [key]);
       return rows.length ? rows : undefined;
     },
-    { timeoutMs: 60_000, what: `message row\n${w.system.dump()}` },
+    { timeoutMs: 60_000, what: () => `message row\n${w.system.dump()}` },
   );
   assert.deepEqual(await w.emlOf(key), raw, "archived byte for byte");
   await waitFor(
     async () => (await w.rows("SELECT 1 FROM sessions s JOIN session_events e ON e.session_id = s.id AND e.state = 'offered' WHERE s.message_id = $1", [row!.id])).length > 0,
-    { timeoutMs: 40_000, what: `session offered\n${w.system.dump()}` },
+    { timeoutMs: 40_000, what: () => `session offered\n${w.system.dump()}` },
   );
-  await waitFor(async () => (await w.dovecot.flagsOf(SUPPORT)).get(uid)?.includes("\\Seen") ?? false, { timeoutMs: 40_000, what: `\\Seen\n${w.system.dump()}` });
+  await waitFor(async () => (await w.dovecot.flagsOf(SUPPORT)).get(uid)?.includes("\\Seen") ?? false, { timeoutMs: 40_000, what: () => `\\Seen\n${w.system.dump()}` });
 
   const before = w.smtp.messages.length;
   await w.requestSend({ commandId: "roles-reply-1", tenant: "acme", mailbox: "support", kind: "reply", original: key, to: ["ann@customer.example"], text: "Done." });
@@ -52,7 +52,7 @@ test("an email is archived, offered and marked seen, and the agent's reply goes 
       const rows = await w.rows<{ conversation_id: string }>("SELECT conversation_id FROM messages WHERE message_key = ANY($1)", [[key, "acme/support/sent/roles-reply-1"]]);
       return rows.length === 2 ? rows : undefined;
     },
-    { timeoutMs: 40_000, what: `sent reply archived\n${w.system.dump()}` },
+    { timeoutMs: 40_000, what: () => `sent reply archived\n${w.system.dump()}` },
   );
   assert.equal(thread[0]!.conversation_id, thread[1]!.conversation_id);
   assert.equal((await w.rows<{ state: string }>("SELECT state FROM sends WHERE command_id = 'roles-reply-1'"))[0]?.state, "sent");

@@ -24,7 +24,7 @@ test("smtp-sender killed with SIGKILL right after Postfix accepted a reply, then
 
   await waitFor(() => w.system.logs.some((l) => l.service === "smtp-sender" && l.line.includes("failpoint reached")), {
     timeoutMs: 30_000,
-    what: `the sender to reach its failpoint\n${w.system.dump()}`,
+    what: () => `the sender to reach its failpoint\n${w.system.dump()}`,
   });
   // Postfix has the message: its 250 came back and the row says so. Now the crash.
   assert.match(await w.postfix.readLog(), /postfix\/cleanup\[\d+\]: \w+: message-id=<[0-9a-f]{32}\.postroom@acme\.test>/);
@@ -38,7 +38,7 @@ test("smtp-sender killed with SIGKILL right after Postfix accepted a reply, then
   // sender finds the row "sent", publishes mail.sent and acknowledges — without sending.
   await waitFor(async () => (await w.rows("SELECT 1 FROM messages WHERE message_key = $1", ["acme/support/sent/reply-refund-1"])).length === 1, {
     timeoutMs: 90_000,
-    what: `the reply archived after the restart\n${w.system.dump()}`,
+    what: () => `the reply archived after the restart\n${w.system.dump()}`,
   });
   const copies = await w.waitForMail(CUSTOMER, (m) => m.includes("Your refund is on its way."));
   assert.equal(copies.length, 1);
@@ -55,7 +55,7 @@ test("smtp-sender killed after Postfix's 250 but before the row could say so (as
 
   await waitFor(
     async () => w.system.logs.some((l) => l.service === "smtp-sender" && l.line.includes("failpoint reached") && l.line.includes("reply-delivery-1")),
-    { timeoutMs: 60_000, what: `the sender to hold after the 250\n${w.system.dump()}` },
+    { timeoutMs: 60_000, what: () => `the sender to hold after the 250\n${w.system.dump()}` },
   );
   await w.system.stopService("smtp-sender", "SIGKILL");
   const [row] = await w.rows<{ state: string; attempts: number }>("SELECT state, attempts FROM sends WHERE command_id = $1", ["reply-delivery-1"]);
@@ -64,7 +64,7 @@ test("smtp-sender killed after Postfix's 250 but before the row could say so (as
   w.system.startService("smtp-sender");
   await waitFor(async () => (await w.rows("SELECT 1 FROM messages WHERE message_key = $1", ["acme/support/sent/reply-delivery-1"])).length === 1, {
     timeoutMs: 90_000,
-    what: `the reply archived after the restart\n${w.system.dump()}`,
+    what: () => `the reply archived after the restart\n${w.system.dump()}`,
   });
   const [done] = await w.rows<{ state: string; attempts: number; server_response: string }>("SELECT state, attempts, server_response FROM sends WHERE command_id = $1", ["reply-delivery-1"]);
   assert.equal(done?.state, "sent");

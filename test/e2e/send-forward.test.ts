@@ -99,7 +99,7 @@ test("a forward whose attachment file is gone from the archive fails with a clea
       const rows = await w.rows<{ state: string; last_error: string; attempts: number }>("SELECT state, last_error, attempts FROM sends WHERE command_id = $1", ["forward-missing-part"]);
       return rows[0]?.state === "failed" ? rows : undefined;
     },
-    { timeoutMs: 20_000, what: `forward failed\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `forward failed\n${w.system.dump()}` },
   );
   assert.match(row!.last_error, /an attachment of the original is missing from the archive .*damage.*: it cannot be forwarded/);
   assert.equal(row!.attempts, 0);

@@ -22,7 +22,7 @@ test("password SMTP refused with 5.7.139: the mailbox's smtp status names the fi
       const s = await w.smtpStatus();
       return s?.state === "needs-admin" ? s : undefined;
     },
-    { timeoutMs: 30_000, what: `needs-admin\n${w.system.dump()}` },
+    { timeoutMs: 30_000, what: () => `needs-admin\n${w.system.dump()}` },
   );
   assert.match(status.lastError?.message ?? "", /^535 5\.7\.8 Error: authentication failed: 5\.7\.139/);
   assert.equal(status.lastError?.code, "535");
@@ -44,5 +44,5 @@ test("password SMTP refused with 5.7.139: the mailbox's smtp status names the fi
   await w.requestSend({ commandId: "new-after-oauth", kind: "new", to: [CUSTOMER], subject: "After the switch", text: "over OAuth" });
   await w.waitForMail(CUSTOMER, (m) => m.includes("After the switch"), 1, 45_000);
   assert.match(await w.postfix.readLog(), /sasl_method=XOAUTH2, sasl_username=support@acme\.test/);
-  await waitFor(async () => (await w.smtpStatus())?.state === "idle", { timeoutMs: 15_000, what: `smtp status idle\n${w.system.dump()}` });
+  await waitFor(async () => (await w.smtpStatus())?.state === "idle", { timeoutMs: 15_000, what: () => `smtp status idle\n${w.system.dump()}` });
 });

@@ -15,7 +15,7 @@ before(async () => {
   // Generous: starting two services through tsx on a loaded two-core machine can take a minute.
   await waitFor(() => jsm.consumers.info(w.names.streams.sendCommands, w.names.consumers.smtpSender()).then(() => true, () => false), {
     timeoutMs: 120_000,
-    what: `smtp-sender's consumer\n${w.system.dump()}`,
+    what: () => `smtp-sender's consumer\n${w.system.dump()}`,
   });
 });
 

@@ -60,7 +60,7 @@ test("an agent's reply reaches the customer's mailbox through Postfix: right Fro
       );
       return rows.length === 3 ? rows : undefined;
     },
-    { timeoutMs: 30_000, what: `original, reply and answer in one conversation\n${w.system.dump()}` },
+    { timeoutMs: 30_000, what: () => `original, reply and answer in one conversation\n${w.system.dump()}` },
   );
   assert.deepEqual(conversation.map((r) => r.direction), ["inbound", "outbound", "inbound"]);
   assert.equal(conversation[1]!.message_key, "acme/support/sent/reply-delivery-4711");
@@ -77,7 +77,7 @@ test("an agent's reply reaches the customer's mailbox through Postfix: right Fro
   const inSent = await waitFor(async () => {
     const m = await w.inbox(SUPPORT, "Sent");
     return m.length ? m : undefined;
-  }, { timeoutMs: 15_000, what: `copy in Sent\n${w.system.dump()}` });
+  }, { timeoutMs: 15_000, what: () => `copy in Sent\n${w.system.dump()}` });
   assert.equal(inSent.filter((m) => m.toString("latin1").includes(messageId)).length, 1);
 });
 
@@ -97,13 +97,13 @@ test("reply all answers the customer and her colleague, not the contact centre i
   await w.requestSend(command, "reply-all-team-order-redelivered");
   await waitFor(() => w.system.logs.some((l) => l.service === "smtp-sender" && l.line.includes("command already sent")), {
     timeoutMs: 15_000,
-    what: `the redelivered command recognised\n${w.system.dump()}`,
+    what: () => `the redelivered command recognised\n${w.system.dump()}`,
   });
   assert.equal((await w.inbox(CUSTOMER)).filter((m) => m.toString("latin1").includes("Re: Team order")).length, 1, "exactly one copy");
   // The redelivery also tried the Sent copy again, found the first one and added none.
   await waitFor(() => w.system.logs.some((l) => l.service === "smtp-sender" && l.line.includes("reply-all-team-order") && l.line.includes("already-there")), {
     timeoutMs: 15_000,
-    what: `the Sent copy recognised\n${w.system.dump()}`,
+    what: () => `the Sent copy recognised\n${w.system.dump()}`,
   });
   assert.equal((await w.inbox(SUPPORT, "Sent")).filter((m) => m.toString("latin1").includes("Both of you: done.")).length, 1, "and one in the Sent folder");
 });
@@ -118,7 +118,7 @@ test("a subject or an address with CR/LF is refused with a clear error and nothi
         const rows = await w.rows<{ state: string; last_error: string; attempts: number }>("SELECT state, last_error, attempts FROM sends WHERE command_id = $1", [id]);
         return rows[0]?.state === "failed" ? rows : undefined;
       },
-      { timeoutMs: 15_000, what: `${id} failed\n${w.system.dump()}` },
+      { timeoutMs: 15_000, what: () => `${id} failed\n${w.system.dump()}` },
     );
     assert.equal(row!.attempts, 0, "no SMTP attempt was made");
     assert.match(row!.last_error, /(subject|to) contains a line break or control character; refused to prevent header injection/);

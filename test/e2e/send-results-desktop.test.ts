@@ -41,7 +41,7 @@ before(async () => {
   chromium = await launchChromium("chromium-results");
   browser = chromium.browser;
   page = await browser.newPage();
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${apiPort}/`).catch(() => undefined))?.ok ?? false, { timeoutMs: 20_000, what: `agent desktop up\n${w.system.dump()}` });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${apiPort}/`).catch(() => undefined))?.ok ?? false, { timeoutMs: 20_000, what: () => `agent desktop up\n${w.system.dump()}` });
   await page.goto(`http://127.0.0.1:${apiPort}/`);
   await page.getByLabel("Tenant").fill("acme");
   await page.getByLabel("Agent").fill("ann");

@@ -19,7 +19,7 @@ before(async () => {
   // Generous: starting two services through tsx on a loaded two-core machine can take a minute.
   await waitFor(() => jsm.consumers.info(w.names.streams.sendCommands, w.names.consumers.smtpSender()).then(() => true, () => false), {
     timeoutMs: 120_000,
-    what: `smtp-sender's consumer\n${w.system.dump()}`,
+    what: () => `smtp-sender's consumer\n${w.system.dump()}`,
   });
 });
 
@@ -49,7 +49,7 @@ test("a server that answers 451 twice, then 250, gets the message exactly once",
       const rows = await w.rows<{ state: string; attempts: number }>("SELECT state, attempts FROM sends WHERE command_id = $1", ["new-after-451s"]);
       return rows[0]?.state === "sent" ? rows : undefined;
     },
-    { timeoutMs: 10_000, what: `sent row\n${w.system.dump()}` },
+    { timeoutMs: 10_000, what: () => `sent row\n${w.system.dump()}` },
   );
   assert.equal(row!.attempts, 3, `three SMTP attempts\n${w.system.dump()}`);
   // Nothing more arrives once it was accepted (a retry after the 250 would show up here).
@@ -64,7 +64,7 @@ test("a 550 is final: a failed event with the server's own text, and no second a
 
   const failed = await waitFor(async () => ((await lastFailed())?.commandId === "new-rejected-550" ? lastFailed() : undefined), {
     timeoutMs: 20_000,
-    what: `failed event\n${w.system.dump()}`,
+    what: () => `failed event\n${w.system.dump()}`,
   });
   assert.equal(failed!.permanent, true);
   assert.equal(failed!.responseCode, 550);
@@ -94,7 +94,7 @@ test("535 5.7.139: one fresh credential is tried, then the mailbox's smtp status
       const s = e?.value.length ? (e.json() as MailboxStatus) : undefined;
       return s?.state === "needs-admin" ? s : undefined;
     },
-    { timeoutMs: 20_000, what: `needs-admin status\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `needs-admin status\n${w.system.dump()}` },
   );
   assert.match(status.lastError?.message ?? "", /535 5\.7\.139/);
   assert.match(status.lastError?.fix ?? "", /Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled \$false/);
@@ -126,7 +126,7 @@ test("a message over the mailbox's size limit is refused before any connection, 
   await w.requestSend({ commandId: "new-too-large", tenant: "acme", mailbox: "support", kind: "new", to: ["ann@customer.example"], subject: "Big", text: "0123456789abcdef\n".repeat(8 * 1024) });
   const failed = await waitFor(async () => ((await lastFailed())?.commandId === "new-too-large" ? lastFailed() : undefined), {
     timeoutMs: 20_000,
-    what: `failed event\n${w.system.dump()}`,
+    what: () => `failed event\n${w.system.dump()}`,
   });
   assert.equal(failed!.permanent, true);
   assert.match(failed!.reason, /over the mailbox's limit of 65536 bytes \(smtp\.maxMessageBytes\)/);

@@ -56,7 +56,7 @@ test("an untrusted certificate stops the send before login and asks an administr
       const s = e?.value.length ? (e.json() as MailboxStatus) : undefined;
       return s?.state === "needs-admin" ? s : undefined;
     },
-    { timeoutMs: 20_000, what: `needs-admin for the untrusted certificate\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `needs-admin for the untrusted certificate\n${w.system.dump()}` },
   );
   assert.match(status.lastError?.message ?? "", /certificate/i);
   assert.match(status.lastError?.fix ?? "", /verifyCertificate: false only for tests/);

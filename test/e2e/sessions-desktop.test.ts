@@ -74,7 +74,7 @@ test("an agent logs in, opens an email whose script and onerror handler do not r
   page.on("request", (r) => {
     if (!r.url().startsWith(`http://127.0.0.1:${apiPort}/`) && !r.url().startsWith("about:") && !r.url().startsWith("blob:")) remote.push(r.url());
   });
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${apiPort}/`).catch(() => undefined))?.ok ?? false, { timeoutMs: 20_000, what: `agent desktop up\n${w.system.dump()}` });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${apiPort}/`).catch(() => undefined))?.ok ?? false, { timeoutMs: 20_000, what: () => `agent desktop up\n${w.system.dump()}` });
   await page.goto(`http://127.0.0.1:${apiPort}/`);
   const title = await page.title();
 

@@ -31,7 +31,7 @@ test("a customer's email is archived byte for byte, offered to an agent, and onl
       );
       return rows.length ? rows : undefined;
     },
-    { timeoutMs: 20_000, what: `message row\n${w.system.dump()}` },
+    { timeoutMs: 20_000, what: () => `message row\n${w.system.dump()}` },
   );
   assert.equal(row!.subject, "Where is my order?");
   assert.equal(row!.from_address, "ann@customer.example");
@@ -50,7 +50,7 @@ test("a customer's email is archived byte for byte, offered to an agent, and onl
       );
       return s.length ? s : undefined;
     },
-    { timeoutMs: 15_000, what: `session offered\n${w.system.dump()}` },
+    { timeoutMs: 15_000, what: () => `session offered\n${w.system.dump()}` },
   );
   assert.equal(session!.queue, "email");
 
@@ -59,7 +59,7 @@ test("a customer's email is archived byte for byte, offered to an agent, and onl
       const f = (await w.dovecot.flagsOf(SUPPORT)).get(uid);
       return f?.includes("\\Seen") ? f : undefined;
     },
-    { timeoutMs: 15_000, what: `\\Seen flag on the source message\n${w.system.dump()}` },
+    { timeoutMs: 15_000, what: () => `\\Seen flag on the source message\n${w.system.dump()}` },
   );
   assert.ok(flags.includes("\\Seen"));
 });
@@ -70,7 +70,7 @@ test("an agent's reply goes out threaded, with the campaign's BCC, and joins the
   const key = `acme/support/imap/INBOX/${uidValidity}/${uid}`;
   await waitFor(async () => (await w.rows("SELECT 1 FROM messages WHERE message_key = $1", [key])).length > 0, {
     timeoutMs: 20_000,
-    what: `original archived\n${w.system.dump()}`,
+    what: () => `original archived\n${w.system.dump()}`,
   });
 
   const before = w.smtp.messages.length;
@@ -92,7 +92,7 @@ test("an agent's reply goes out threaded, with the campaign's BCC, and joins the
       );
       return rows.length === 2 ? rows : undefined;
     },
-    { timeoutMs: 15_000, what: `sent reply archived\n${w.system.dump()}` },
+    { timeoutMs: 15_000, what: () => `sent reply archived\n${w.system.dump()}` },
   );
   assert.deepEqual(thread.map((r) => r.direction), ["inbound", "outbound"]);
   assert.equal(thread[0]!.conversation_id, thread[1]!.conversation_id, "the reply is in the original's conversation");

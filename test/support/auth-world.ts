@@ -205,7 +205,7 @@ export class AuthWorld {
         const e = await kv.get(this.names.mailboxKey("acme", mailbox));
         return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
       },
-      { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
+      { timeoutMs, what: () => `mailbox idle\n${this.system.dump()}` },
     );
   }
 
@@ -245,7 +245,7 @@ export class AuthWorld {
       throw new Error(`postroom auth sign-in exited ${r.code} before printing an address:\n${r.out}\n${r.err}\n${this.system.dump()}`);
     });
     const address = await Promise.race([
-      waitFor(() => /open\s+(https:\/\/\S+)/.exec(printed)?.[1], { timeoutMs: 60_000, what: `a sign-in address printed\n${printed}\n${this.system.dump()}` }),
+      waitFor(() => /open\s+(https:\/\/\S+)/.exec(printed)?.[1], { timeoutMs: 60_000, what: () => `a sign-in address printed\n${printed}\n${this.system.dump()}` }),
       ended,
     ]);
     ended.catch(() => undefined);

@@ -55,7 +55,7 @@ export class ClusterWorld {
         )) as [{ m: string; s: string }];
         return Number(m) === sent.size && Number(s) === sent.size;
       },
-      { timeoutMs: 180_000, intervalMs: 500, what: `${sent.size} archived and offered (${what})\n${w.system.dump()}` },
+      { timeoutMs: 180_000, intervalMs: 500, what: () => `${sent.size} archived and offered (${what})\n${w.system.dump()}` },
     );
     const rows = await w.rows<{ message_key: string; sha256: string; sessions: string }>(
       "SELECT m.message_key, m.sha256, (SELECT count(*) FROM sessions s WHERE s.message_id = m.id) AS sessions FROM messages m WHERE direction = 'inbound'",
@@ -72,7 +72,7 @@ export class ClusterWorld {
         const flags = await w.dovecot.flagsOf(SUPPORT);
         return [...flags.values()].filter((f) => f.includes("\\Seen")).length === sent.size;
       },
-      { timeoutMs: 60_000, what: `all ${sent.size} marked seen\n${w.system.dump()}` },
+      { timeoutMs: 60_000, what: () => `all ${sent.size} marked seen\n${w.system.dump()}` },
     );
   }
 }

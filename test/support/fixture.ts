@@ -116,19 +116,14 @@ export class E2eWorld {
   async mailboxReady(timeoutMs = 60_000): Promise<void> {
     const kv = await openKv(this.nc, this.names.buckets.mailboxStatus);
     let state = "no status written";
-    try {
-      await waitFor(
-        async () => {
-          const e = await kv.get(this.names.mailboxKey("acme", "support"));
-          if (!e?.value.length) return false;
-          state = (e.json() as MailboxStatus).state;
-          return state === "idle";
-        },
-        { timeoutMs, what: "mailbox idle" },
-      );
-    } catch (error) {
-      throw new Error(`${(error as Error).message}; last state: ${state}\n${this.system.dump()}`, { cause: error });
-    }
+    await waitFor(
+      async () => {
+        const e = await kv.get(this.names.mailboxKey("acme", "support"));
+        if (e?.value.length) state = (e.json() as MailboxStatus).state;
+        return state === "idle";
+      },
+      { timeoutMs, what: () => `mailbox idle (last state: ${state})\n${this.system.dump()}` },
+    );
   }
 
   async rows<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {

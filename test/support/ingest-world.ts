@@ -237,7 +237,7 @@ export class IngestWorld {
         const s = await this.status(tenant, mailbox);
         return s?.state === state ? s : undefined;
       },
-      { timeoutMs, what: `${tenant}/${mailbox} ${state}\n${this.dump()}` },
+      { timeoutMs, what: () => `${tenant}/${mailbox} ${state}\n${this.dump()}` },
     );
   }
 

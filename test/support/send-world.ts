@@ -192,7 +192,7 @@ export class SendWorld {
         const e = await kv.get(this.names.mailboxKey("acme", "support"));
         return e?.value.length ? (e.json() as MailboxStatus).state === "idle" : false;
       },
-      { timeoutMs, what: `mailbox idle\n${this.system.dump()}` },
+      { timeoutMs, what: () => `mailbox idle\n${this.system.dump()}` },
     );
   }
 
@@ -213,7 +213,7 @@ export class SendWorld {
     const key = `acme/support/imap/INBOX/${uidValidity}/${uid}`;
     await waitFor(async () => (await this.rows("SELECT 1 FROM messages WHERE message_key = $1", [key])).length > 0, {
       timeoutMs,
-      what: `original archived\n${this.system.dump()}`,
+      what: () => `original archived\n${this.system.dump()}`,
     });
     return key;
   }
@@ -255,7 +255,7 @@ export class SendWorld {
         const found = (await this.inbox(user)).filter((m) => match(m.toString("latin1")));
         return found.length >= count ? found : undefined;
       },
-      { timeoutMs, what: `${count} matching message(s) in ${user}'s INBOX\n${this.system.dump()}` },
+      { timeoutMs, what: () => `${count} matching message(s) in ${user}'s INBOX\n${this.system.dump()}` },
     );
   }
 
