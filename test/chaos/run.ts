@@ -632,6 +632,8 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
   const trace = postfixTrace(await readFile(postfix!.info.logPath, "utf8").catch(() => ""));
   const lmtpCopies = (messageId: string) => (trace.queued.get(messageId) ?? []).reduce((n, qid) => n + 1 + (trace.deferredAfterData.get(qid) ?? 0), 0);
   const storedTwiceAtSource: string[] = [];
+  // Rows that are a second source copy of the same mail (above): `archived` counts them too.
+  let extraSourceCopies = 0;
   for (const m of mails) {
     const found = byN.get(m.n) ?? [];
     if (found.length === 0) {
@@ -640,6 +642,7 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
       continue;
     }
     const atSource = m.via === "smtp" ? Math.max(1, lmtpCopies(messageIdOf(m.n))) : 1;
+    if (found.length > 1 && atSource > 1) extraSourceCopies += Math.min(found.length, atSource) - 1;
     if (found.length > 1 && atSource > 1) storedTwiceAtSource.push(`mail ${m.n}: archived ${found.length} times; Postfix delivered it again after Dovecot answered 421 to the end of DATA`);
     if (found.length > atSource) {
       duplicated++;
@@ -745,6 +748,7 @@ async function check(archivePath: string, namespace: string): Promise<Record<str
     samples,
     sourceChangesObserved: { seen: flagged.size, deleted: gone.size },
     storedMoreThanOnceAtSource: storedTwiceAtSource,
+    extraSourceCopies,
     archivePath,
     archiveUsedMiB: await statfs(archivePath).then((f) => Math.round(((f.blocks - f.bfree) * f.bsize) / 1048576)),
   };

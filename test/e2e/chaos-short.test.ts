@@ -29,6 +29,7 @@ interface ChaosReport {
     secretsInLogs: number;
     unplannedExits: number;
     samples: number;
+    extraSourceCopies: number;
   };
   violations: number;
 }
@@ -54,7 +55,9 @@ test(`chaos, short profile (600 mails, 2 minutes of faults, seed ${SEED}): nothi
   const report = JSON.parse(json) as ChaosReport;
   const r = report.result;
   assert.equal(report.seed, Number(SEED));
-  assert.equal(r.archived, 600, "every mail archived");
+  // A mail Postfix stored twice in Dovecot (after a 421 to the end of DATA) is two source
+  // messages, each rightly archived; the run lists each such case and counts the extra rows.
+  assert.equal(r.archived, 600 + r.extraSourceCopies, "every mail archived, once per copy at the source");
   assert.deepEqual(
     { lost: r.lost, duplicated: r.duplicated, notByteIdentical: r.notByteIdentical, sessionProblems: r.sessionProblems, replyProblems: r.replies.problems, stuck: r.stuckSessions, lagging: r.consumersLagging, secrets: r.secretsInLogs, unplannedExits: r.unplannedExits },
     { lost: 0, duplicated: 0, notByteIdentical: 0, sessionProblems: 0, replyProblems: 0, stuck: 0, lagging: 0, secrets: 0, unplannedExits: 0 },
