@@ -77,7 +77,7 @@ async function postroom(port: number, connections: number): Promise<{ rate: numb
       },
     ],
   });
-  const logger = createLogger({ service: "bench", level: (process.env.BENCH_LOG_LEVEL ?? "warn") as "warn" });
+  const logger = createLogger({ service: "bench", level: process.env.LOG_LEVEL ?? "warn" });
   const nc = await connectNats({ url: natsUrl(), name: "bench-smtp" });
   const pool = createPool(db.url);
   let sent = 0;
